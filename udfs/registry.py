@@ -9,6 +9,7 @@ implementation means a signature is changed in one place only.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -48,9 +49,9 @@ class UdfSpec:
         return duckdb.sqltype(text)
 
     def register(self, connection: duckdb.DuckDBPyConnection, context: CatalogContext) -> None:
-        def bound(*columns: Any) -> Any:
-            return self.function(context, *columns)
-
+        # DuckDB counts the callable's parameters, so the context is bound with partial,
+        # which keeps the implementation's signature minus its first parameter.
+        bound = functools.partial(self.function, context)
         connection.create_function(
             self.name,
             bound,

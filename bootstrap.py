@@ -1,0 +1,747 @@
+"""Connect to a codeintel-sql catalog, and the command line.
+
+``connect`` opens ``<catalog>/catalog.duckdb`` and prepares it in a fixed order:
+extensions, settings, UDFs (every ``udfs/<family>.py`` REGISTRY), macros
+(``sql/macros/*.sql``), then views (``views/*.sql``) in the dependency order sqlglot
+reads from the view files themselves.  Scripts in ``sql/`` take their parameters as
+DuckDB variables, bound with prepared statements, never spliced into SQL text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import graphlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import re
+import shutil
+import string
+import sys
+import sysconfig
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+from sqlglot.optimizer.scope import traverse_scope
+from sqlglot.tokens import TokenType
+
+from udfs.context import CatalogContext
+from udfs.registry import UdfError, UdfSpec, check_unique
+
+LOG = logging.getLogger("codeintel")
+
+PROJECT_DIR = Path(__file__).resolve().parent
+SQL_DIR = PROJECT_DIR / "sql"
+VIEWS_DIR = PROJECT_DIR / "views"
+MACROS_DIR = SQL_DIR / "macros"
+
+#: UDF families in registration order; a later family may call an earlier one's UDFs.
+UDF_FAMILIES = ("udfs.chunking", "udfs.embedding")
+#: Extensions loaded on every connection, from their PyPI packages when offline.
+EXTENSIONS = ("fts", "vss")
+#: Table functions whose first argument is a file path or glob, resolved against the catalog.
+FILE_READERS = frozenset(
+    {"read_parquet", "parquet_scan", "read_json", "read_json_auto", "read_ndjson", "read_csv",
+     "read_csv_auto", "read_text", "read_blob", "glob"}
+)
+CATALOG_DB = "catalog.duckdb"
+STORE_DIR = "store"
+#: Store versions kept besides CURRENT, so an index built on the previous store can still be audited.
+STORE_VERSIONS_KEPT = 2
+#: Directories never ingested: version control, dependencies, build output, caches.
+IGNORED_DIRECTORIES = (
+    ".git", ".hg", ".svn", "node_modules", "vendor", "third_party", "site-packages", ".venv", "venv",
+    "__pycache__", ".tox", ".mypy_cache", ".pytest_cache", "dist", "build", "target",
+)
+DEFAULT_MAX_FILE_BYTES = 1_000_000
+DEFAULT_MAX_CHUNK_CHARS = 1200
+#: Standard-library packages the demo ingests: real code present on every machine with Python.
+DEMO_PACKAGES = ("json", "http", "urllib", "logging", "concurrent", "tomllib", "zoneinfo", "wsgiref",
+                 "sqlite3")
+
+
+class CatalogError(RuntimeError):
+    """The catalog, a script or a view file is unusable; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- connect
+
+
+def connect(
+    catalog_dir: str | os.PathLike[str],
+    read_only: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """A connection to ``<catalog_dir>/catalog.duckdb`` with every UDF, macro and view ready.
+
+    ``settings`` override the families' defaults and ``<catalog_dir>/settings.json``.
+    Read-only connections reuse the views a writing connection persisted.
+    """
+    catalog = Path(catalog_dir).expanduser().resolve()
+    database = catalog / CATALOG_DB
+    if read_only and not database.exists():
+        raise CatalogError(
+            f"no catalog at {catalog}: create one with `python bootstrap.py ingest REPO --catalog {catalog}`"
+        )
+    catalog.mkdir(parents=True, exist_ok=True)
+    connection = duckdb.connect(str(database), read_only=read_only,
+                                config={"allow_unsigned_extensions": "true"})
+    try:
+        load_extensions(connection)
+        context = CatalogContext(catalog_dir=catalog, settings=resolve_settings(catalog, settings))
+        apply_settings(connection, context)
+        register_udfs(connection, context)
+        apply_macros(connection)
+        if not read_only:
+            apply_views(connection, catalog)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def load_extensions(connection: duckdb.DuckDBPyConnection) -> None:
+    """LOAD each extension from its PyPI package (offline), else from DuckDB's own repository."""
+    for name in EXTENSIONS:
+        bundled = bundled_extension_path(name)
+        if bundled is not None:
+            connection.execute("LOAD " + quote_literal(str(bundled)))
+        else:
+            connection.execute(f"INSTALL {name}; LOAD {name}")
+
+
+def bundled_extension_path(name: str) -> Path | None:
+    spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = (Path(spec.submodule_search_locations[0]) / "extensions" / f"v{duckdb.__version__}"
+            / f"{name}.duckdb_extension")
+    return path if path.exists() else None
+
+
+def resolve_settings(catalog: Path, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Family defaults, then ``settings.json`` in the catalog, then explicit overrides."""
+    settings: dict[str, Any] = {}
+    for module in family_modules():
+        settings.update(getattr(module, "DEFAULT_SETTINGS", {}))
+    settings_file = catalog / "settings.json"
+    if settings_file.exists():
+        try:
+            settings.update(json.loads(settings_file.read_text()))
+        except (OSError, json.JSONDecodeError) as error:
+            raise CatalogError(f"{settings_file} is not valid JSON ({error}); fix or delete it") from error
+    settings.update(overrides or {})
+    unknown = sorted(set(overrides or {}) - set(settings_defaults()))
+    if unknown:
+        raise CatalogError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(settings_defaults()))}")
+    return settings
+
+
+def settings_defaults() -> dict[str, Any]:
+    defaults: dict[str, Any] = {"threads": os.cpu_count() or 1}
+    for module in family_modules():
+        defaults.update(getattr(module, "DEFAULT_SETTINGS", {}))
+    return defaults
+
+
+def apply_settings(connection: duckdb.DuckDBPyConnection, context: CatalogContext) -> None:
+    context.settings.setdefault("threads", os.cpu_count() or 1)
+    connection.execute("SET threads = ?", [int(context.settings["threads"])])
+    # Long ingests and builds report progress on the terminal.
+    connection.execute("SET enable_progress_bar = true")
+
+
+def family_modules() -> list[Any]:
+    return [importlib.import_module(name) for name in UDF_FAMILIES]
+
+
+def all_udf_specs() -> list[UdfSpec]:
+    """Every registry entry, in family order; duplicate names raise."""
+    specs = [spec for module in family_modules() for spec in module.REGISTRY]
+    check_unique(specs)
+    return specs
+
+
+def register_udfs(connection: duckdb.DuckDBPyConnection, context: CatalogContext) -> None:
+    for spec in all_udf_specs():
+        spec.register(connection, context)
+
+
+def apply_macros(connection: duckdb.DuckDBPyConnection) -> None:
+    """Table macros that call Python UDFs; TEMP, so the persisted catalog stays stock-readable."""
+    for path in sorted(MACROS_DIR.glob("*.sql")):
+        for statement in duckdb.extract_statements(path.read_text()):
+            try:
+                connection.execute(statement)
+            except duckdb.Error as error:
+                raise CatalogError(f"{path.relative_to(PROJECT_DIR)}: {error}") from error
+
+
+# --------------------------------------------------------------------------- views
+
+
+#: Catalog facts a view file may name as ``${fact}``: integers read from the current store,
+#: because DuckDB types such as the embedding's ``FLOAT[n]`` cannot come from a variable.
+VIEW_FACT_PLACEHOLDERS = {"embedding_dim": 1}
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewFile:
+    """A parsed ``views/<name>.sql``: what it reads, and the SQL with catalog paths made absolute."""
+
+    name: str
+    path: Path
+    dependencies: frozenset[str]
+    source_paths: tuple[str, ...]
+    sql_template: str
+
+    def sql_for(self, catalog: Path, facts: Mapping[str, int]) -> str:
+        rendered = string.Template(self.sql_template).substitute({k: int(v) for k, v in facts.items()})
+        return absolutize_reader_paths(rendered, catalog)
+
+
+def catalog_facts(catalog: Path) -> dict[str, int]:
+    store = current_store(catalog)
+    if store is None:
+        return dict(VIEW_FACT_PLACEHOLDERS)
+    return {"embedding_dim": int(read_store_manifest(store)["dimension"])}
+
+
+def read_view_files(views_dir: Path = VIEWS_DIR) -> dict[str, ViewFile]:
+    views: dict[str, ViewFile] = {}
+    for path in sorted(views_dir.glob("*.sql")):
+        view = parse_view_file(path)
+        views[view.name] = view
+    return views
+
+
+def parse_view_file(path: Path) -> ViewFile:
+    text = path.read_text()
+    try:
+        placeholder_free = string.Template(text).substitute(VIEW_FACT_PLACEHOLDERS)
+    except (KeyError, ValueError) as error:
+        raise CatalogError(f"{path}: unknown placeholder {error}; known: "
+                           + ", ".join("${" + name + "}" for name in VIEW_FACT_PLACEHOLDERS)) from error
+    try:
+        statements = [s for s in sqlglot.parse(placeholder_free, read="duckdb") if s is not None]
+    except sqlglot.errors.ParseError as error:
+        raise CatalogError(f"{path}: not valid SQL ({error})") from error
+    if len(statements) != 1 or not isinstance(statements[0], exp.Create) or statements[0].kind != "VIEW":
+        raise CatalogError(f"{path}: a view file holds exactly one CREATE VIEW statement")
+    create = statements[0]
+    name = create.this.name
+    if name != path.stem:
+        raise CatalogError(f"{path}: defines view {name!r}; a view file is named after its view ({name}.sql)")
+    return ViewFile(
+        name=name,
+        path=path,
+        dependencies=frozenset(referenced_relations(create.expression)),
+        source_paths=tuple(reader_paths(placeholder_free)),
+        sql_template=text,
+    )
+
+
+def referenced_relations(query: exp.Expression) -> set[str]:
+    """Names of tables and views a query reads, excluding its CTEs and table functions."""
+    names: set[str] = set()
+    for scope in traverse_scope(query):
+        for source in scope.sources.values():
+            if isinstance(source, exp.Table) and isinstance(source.this, exp.Identifier):
+                names.add(source.name)
+    return names
+
+
+def view_order(views: Mapping[str, ViewFile], existing_relations: Iterable[str]) -> list[str]:
+    """Views sorted so each follows the views it reads; unknown relations and cycles raise."""
+    known = set(views) | {name.lower() for name in existing_relations}
+    graph: dict[str, set[str]] = {}
+    for view in views.values():
+        unknown = sorted(d for d in view.dependencies if d not in views and d.lower() not in known)
+        if unknown:
+            raise CatalogError(
+                f"{view.path}: reads unknown relation(s) {', '.join(unknown)}; "
+                "add a view file for it or create the table before applying views"
+            )
+        graph[view.name] = {d for d in view.dependencies if d in views}
+    try:
+        return list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as error:
+        cycle = error.args[1]
+        files = " -> ".join(str(views[name].path.name) for name in cycle)
+        raise CatalogError(f"views form a cycle: {files}; break it by inlining one view") from error
+
+
+def apply_views(connection: duckdb.DuckDBPyConnection, catalog: Path,
+                views_dir: Path = VIEWS_DIR) -> list[str]:
+    """Create or replace every view whose source files exist; return the names applied.
+
+    A view over files not written yet (no index built, say) is skipped with its
+    dependents and applied by a later call, so ``connect`` works on a new catalog.
+    """
+    views = read_view_files(views_dir)
+    existing = [row[0] for row in connection.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()]
+    facts = catalog_facts(catalog)
+    applied: list[str] = []
+    skipped: set[str] = set()
+    for name in view_order(views, [e for e in existing if e not in views]):
+        view = views[name]
+        missing = [p for p in view.source_paths if not any_file_matches(catalog, p)]
+        blocked = sorted(view.dependencies & skipped)
+        if missing or blocked:
+            skipped.add(name)
+            LOG.debug("view %s not applied yet: %s", name, ", ".join(missing or blocked))
+            continue
+        try:
+            connection.execute(view.sql_for(catalog, facts))
+        except duckdb.Error as error:
+            raise CatalogError(f"{view.path}: {error}") from error
+        applied.append(name)
+    return applied
+
+
+def any_file_matches(catalog: Path, pattern: str) -> bool:
+    path = Path(pattern) if Path(pattern).is_absolute() else catalog / pattern
+    if any(ch in pattern for ch in "*?["):
+        return any(Path(path.anchor).glob(str(path.relative_to(path.anchor))))
+    return path.exists()
+
+
+def reader_tokens(sql: str) -> Iterator[sqlglot.tokens.Token]:
+    """String tokens forming the first argument of a file-reading table function."""
+    tokens = sqlglot.tokenize(sql, read="duckdb")
+    index = 0
+    while index < len(tokens) - 1:
+        token = tokens[index]
+        if token.text.lower() in FILE_READERS and tokens[index + 1].token_type == TokenType.L_PAREN:
+            depth = 0
+            for inner in tokens[index + 1:]:
+                if inner.token_type in (TokenType.L_PAREN, TokenType.L_BRACKET):
+                    depth += 1
+                elif inner.token_type in (TokenType.R_PAREN, TokenType.R_BRACKET):
+                    depth -= 1
+                    if depth == 0:
+                        break
+                elif inner.token_type == TokenType.COMMA and depth == 1:
+                    break
+                elif inner.token_type == TokenType.STRING:
+                    yield inner
+        index += 1
+
+
+def reader_paths(sql: str) -> list[str]:
+    return [token.text for token in reader_tokens(sql)]
+
+
+def absolutize_reader_paths(sql: str, catalog: Path) -> str:
+    """Rewrite relative reader paths against the catalog, keeping the rest of the text as written.
+
+    Views are persisted with absolute paths so that a stock DuckDB client, started from
+    any directory, reads the right files; the literal is regenerated by sqlglot, so a
+    catalog path with quotes in it cannot change the statement.
+    """
+    pieces: list[str] = []
+    cursor = 0
+    for token in reader_tokens(sql):
+        if Path(token.text).is_absolute():
+            continue
+        start = sql.rfind("'", 0, token.start + 1)
+        pieces.append(sql[cursor:start])
+        pieces.append(quote_literal(str(catalog / token.text)))
+        cursor = token.end + 1
+    pieces.append(sql[cursor:])
+    return "".join(pieces)
+
+
+def quote_literal(value: str) -> str:
+    return exp.Literal.string(value).sql(dialect="duckdb")
+
+
+# --------------------------------------------------------------------------- scripts
+
+
+def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[str],
+               parameters: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation | None:
+    """Run every statement of a SQL file; return the last statement's result.
+
+    Each parameter becomes a DuckDB variable (``getvariable('name')`` in the script),
+    bound with a prepared statement.
+    """
+    path = Path(script)
+    if not path.is_file():
+        raise CatalogError(f"no SQL script at {path}")
+    for name, value in (parameters or {}).items():
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise CatalogError(f"script parameter name {name!r} is not an identifier")
+        connection.execute(f"SET VARIABLE {exp.to_identifier(name).sql('duckdb')} = ?", [value])
+    statements = duckdb.extract_statements(path.read_text())
+    result = None
+    for number, statement in enumerate(statements, start=1):
+        LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
+        try:
+            # The final SELECT runs here, so its errors name the statement too.
+            if number == len(statements) and statement.type == duckdb.StatementType.SELECT:
+                result = connection.sql(statement.query).execute()
+            else:
+                connection.execute(statement.query)
+        except duckdb.Error as error:
+            raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
+    return result
+
+
+def describe_error(error: BaseException) -> str:
+    """DuckDB's message without the UDF wrapper noise, so users read the cause first."""
+    text = str(error)
+    for marker in ("UdfError: ", "Invalid Input Error: "):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip()
+
+
+# --------------------------------------------------------------------------- chunk store
+
+
+def store_root(catalog: Path) -> Path:
+    return catalog / STORE_DIR
+
+
+def current_store(catalog: Path) -> Path | None:
+    current = store_root(catalog) / "CURRENT"
+    return current.resolve() if current.exists() else None
+
+
+@contextlib.contextmanager
+def staging_directory(parent: Path) -> Iterator[Path]:
+    """A hidden directory under ``parent`` that is removed unless the caller renames it away."""
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = parent / f".tmp-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        yield staging
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish_store_version(catalog: Path, staging: Path) -> Path:
+    """Move a complete staging store into ``versions/`` and flip ``CURRENT`` to it atomically."""
+    versions = store_root(catalog) / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    final = versions / version
+    staging.rename(final)
+    flip_symlink(store_root(catalog) / "CURRENT", Path("versions") / version)
+    collect_old_store_versions(catalog)
+    return final
+
+
+def flip_symlink(link: Path, target: Path) -> None:
+    """Point ``link`` at ``target`` atomically: readers see the old or the new target, never none."""
+    temporary = link.with_name(f".{link.name}.{uuid.uuid4().hex[:8]}")
+    temporary.symlink_to(target)
+    os.replace(temporary, link)
+
+
+def collect_old_store_versions(catalog: Path) -> None:
+    versions = store_root(catalog) / "versions"
+    current = current_store(catalog)
+    old = sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".") and p != current)
+    for path in old[: max(0, len(old) - (STORE_VERSIONS_KEPT - 1))]:
+        shutil.rmtree(path, ignore_errors=True)
+    for stale in versions.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def read_store_manifest(store: Path) -> dict[str, Any]:
+    return json.loads((store / "store.json").read_text())
+
+
+@dataclasses.dataclass(frozen=True)
+class IngestResult:
+    store: Path
+    manifest: dict[str, Any]
+    file_report: list[tuple[str, int]]
+    unchanged: bool
+
+
+def chunk_store_schema(dimension: int) -> Any:
+    """The Arrow schema of ``chunks.parquet``; ``embedding`` is FixedSizeList(float32, dimension)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("id", pa.int64()), ("uri", pa.string()), ("start_byte", pa.int64()), ("end_byte", pa.int64()),
+        ("start_line", pa.int32()), ("end_line", pa.int32()), ("language", pa.string()), ("kind", pa.string()),
+        ("symbols", pa.list_(pa.string())), ("content", pa.string()),
+        ("embedding", pa.list_(pa.float32(), dimension)),
+    ])
+
+
+def arrow_schema_metadata(dimension: int) -> str:
+    """``ARROW:schema`` footer value: DuckDB's COPY writes it so Arrow readers see FixedSizeList."""
+    import base64
+
+    return base64.b64encode(chunk_store_schema(dimension).serialize().to_pybytes()).decode("ascii")
+
+
+def ingest(repo: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
+           include: Iterable[str] = ("**",), max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+           max_chunk_chars: int = DEFAULT_MAX_CHUNK_CHARS,
+           settings: Mapping[str, Any] | None = None) -> IngestResult:
+    """Chunk and embed a repository into a new chunk-store version (``sql/ingest_chunk_store.sql``)."""
+    root = Path(repo).expanduser()
+    if not root.exists():
+        raise CatalogError(f"ingest: repository path {root} does not exist; pass the root of a source tree")
+    if not root.is_dir():
+        raise CatalogError(f"ingest: repository path {root} is not a directory; pass the root of a source tree")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise CatalogError(f"ingest: repository path {root} is not readable; check its permissions")
+    if max_file_bytes < 1 or max_chunk_chars < 1:
+        raise CatalogError("ingest: max_file_bytes and max_chunk_chars must be at least 1")
+    root = root.resolve()
+    parameters = {
+        "repo_root": str(root) + os.sep,
+        "include_globs": [str(root / pattern) for pattern in include],
+        "ignored_directories": list(IGNORED_DIRECTORIES),
+        "max_file_bytes": max_file_bytes,
+        "max_chunk_chars": max_chunk_chars,
+    }
+    return write_store(catalog_dir, SQL_DIR / "ingest_chunk_store.sql", parameters, settings,
+                       embedder_of=lambda connection: connection.execute("SELECT embed_model()").fetchone()[0],
+                       dimension_of=lambda connection: connection.execute("SELECT len(embed(''))").fetchone()[0])
+
+
+def import_chunks(source: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
+                  settings: Mapping[str, Any] | None = None) -> IngestResult:
+    """Publish a user's own Parquet chunks (any embedding dimension) as a chunk-store version."""
+    path = Path(source).expanduser().resolve()
+    dimension = check_chunk_schema(path)
+    return write_store(catalog_dir, SQL_DIR / "import_chunk_store.sql", {"source_path": str(path)}, settings,
+                       embedder_of=lambda _connection: f"imported:{path.name}",
+                       dimension_of=lambda _connection: dimension)
+
+
+def check_chunk_schema(path: Path) -> int:
+    """Check a user's Parquet file has the chunk-store columns; return its embedding dimension."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise CatalogError(f"import: no Parquet file at {path}")
+    try:
+        schema = pq.read_schema(path)
+    except (OSError, pa.ArrowException) as error:
+        raise CatalogError(f"import: {path} is not a readable Parquet file ({error})") from error
+    expected = chunk_store_schema(384)
+    missing = [name for name in expected.names if name not in schema.names]
+    if missing:
+        raise CatalogError(f"import: {path} lacks column(s) {', '.join(missing)}; a chunk store has "
+                           + ", ".join(f"{field.name} {field.type}" for field in expected))
+    embedding = schema.field("embedding").type
+    if not (pa.types.is_fixed_size_list(embedding) and pa.types.is_float32(embedding.value_type)):
+        raise CatalogError(
+            f"import: {path} column embedding is {embedding}; it must be FixedSizeList(float32), "
+            "e.g. rewrite it with DuckDB: COPY (SELECT * REPLACE (embedding::FLOAT[384] AS embedding) "
+            "FROM 'in.parquet') TO 'out.parquet'"
+        )
+    if not pa.types.is_integer(schema.field("id").type):
+        raise CatalogError(f"import: {path} column id is {schema.field('id').type}; it must be an integer")
+    return embedding.list_size
+
+
+def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: dict[str, Any],
+                settings: Mapping[str, Any] | None, embedder_of: Any, dimension_of: Any) -> IngestResult:
+    """Run a store-writing script into a staging directory, derive its metadata, then publish.
+
+    Nothing is published unless every step completed; an unchanged store (same
+    fingerprint) keeps the current version so ids, pools and indexes stay comparable.
+    """
+    catalog = Path(catalog_dir).expanduser().resolve()
+    connection = connect(catalog, settings=settings)
+    try:
+        with staging_directory(store_root(catalog) / "versions") as staging:
+            staged = {**parameters, "staging_dir": str(staging) + os.sep,
+                      "arrow_schema": arrow_schema_metadata(int(dimension_of(connection)))}
+            report = run_script(connection, script, staged)
+            file_report = [(str(s), int(n)) for s, n in report.fetchall()] if report is not None else []
+            run_script(connection, SQL_DIR / "derive_store_metadata.sql",
+                       {"staging_dir": staged["staging_dir"], "embedder": embedder_of(connection)})
+            manifest = read_store_manifest(staging)
+            previous = current_store(catalog)
+            if previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]:
+                LOG.info("chunk store unchanged (fingerprint %s); keeping %s", manifest["fingerprint"],
+                         previous.name)
+                return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True)
+            store = publish_store_version(catalog, staging)
+        apply_views(connection, catalog)
+        return IngestResult(store, read_store_manifest(store), file_report, unchanged=False)
+    finally:
+        connection.close()
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_catalog(sub: argparse.ArgumentParser, default: str | None = None) -> None:
+        sub.add_argument("--catalog", required=default is None, default=default,
+                         help="catalog directory (holds catalog.duckdb, store/, index/)")
+        sub.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                         help="override a setting for this run (repeatable)")
+
+    demo = commands.add_parser("demo", help="ingest standard-library packages, index them, print a report")
+    with_catalog(demo, default="demo_catalog")
+
+    ingest_cmd = commands.add_parser("ingest", help="chunk and embed a repository into the chunk store")
+    ingest_cmd.add_argument("repo")
+    with_catalog(ingest_cmd)
+    ingest_cmd.add_argument("--include", action="append", metavar="GLOB",
+                            help="glob relative to REPO (repeatable; default **)")
+    ingest_cmd.add_argument("--max-file-bytes", type=positive_int, default=DEFAULT_MAX_FILE_BYTES)
+    ingest_cmd.add_argument("--max-chunk-chars", type=positive_int, default=DEFAULT_MAX_CHUNK_CHARS,
+                            help="chunk budget in non-whitespace characters")
+
+    import_cmd = commands.add_parser("import", help="publish your own Parquet chunks (any dimension) as the store")
+    import_cmd.add_argument("parquet")
+    with_catalog(import_cmd)
+
+    sql_cmd = commands.add_parser("sql", help="run a SQL script and print its result")
+    sql_cmd.add_argument("script")
+    with_catalog(sql_cmd)
+    sql_cmd.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                         help="script variable, read with getvariable('NAME') (repeatable)")
+
+    shell = commands.add_parser("shell", help="interactive SQL prompt on a prepared connection")
+    with_catalog(shell)
+    shell.add_argument("--read-only", action="store_true")
+    return parser
+
+
+def parse_assignments(items: Iterable[str], what: str) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise CatalogError(f"{what} {item!r} is not NAME=VALUE")
+        try:
+            values[name] = json.loads(text)
+        except json.JSONDecodeError:
+            values[name] = text
+    return values
+
+
+def print_relation(relation: duckdb.DuckDBPyRelation | None, max_rows: int = 10_000) -> None:
+    if relation is not None:
+        relation.show(max_rows=max_rows, max_width=10_000)
+
+
+def command_demo(args: argparse.Namespace, settings: dict[str, Any]) -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    include = [f"{package}/**" for package in DEMO_PACKAGES]
+    result = command_ingest_run(stdlib, args.catalog, include, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_CHUNK_CHARS,
+                                settings)
+    LOG.info("demo store: %s", result.store)
+    connection = connect(args.catalog, settings=settings)
+    try:
+        print_relation(run_script(connection, SQL_DIR / "report_modules.sql"))
+        print_relation(run_script(connection, SQL_DIR / "report_demo_search.sql"))
+    finally:
+        connection.close()
+
+
+def command_ingest_run(repo: Path | str, catalog: str, include: list[str], max_file_bytes: int,
+                       max_chunk_chars: int, settings: dict[str, Any]) -> IngestResult:
+    started = time.perf_counter()
+    result = ingest(repo, catalog, include=include, max_file_bytes=max_file_bytes,
+                    max_chunk_chars=max_chunk_chars, settings=settings)
+    elapsed = time.perf_counter() - started
+    for status, count in result.file_report:
+        LOG.info("files %-28s %6d", status, count)
+    manifest = result.manifest
+    LOG.info("%s %d chunks (dimension %d) in %.1f s -> %s", "unchanged:" if result.unchanged else "ingested",
+             manifest["chunk_count"], manifest["dimension"], elapsed, result.store)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        settings = parse_assignments(args.set, "--set")
+        if args.command == "demo":
+            command_demo(args, settings)
+        elif args.command == "ingest":
+            command_ingest_run(args.repo, args.catalog, args.include or ["**"], args.max_file_bytes,
+                               args.max_chunk_chars, settings)
+        elif args.command == "import":
+            result = import_chunks(args.parquet, args.catalog, settings=settings)
+            LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",
+                     result.manifest["chunk_count"], result.manifest["dimension"], result.store)
+        elif args.command == "sql":
+            connection = connect(args.catalog, settings=settings)
+            try:
+                print_relation(run_script(connection, args.script, parse_assignments(args.param, "--param")))
+            finally:
+                connection.close()
+        elif args.command == "shell":
+            run_shell(connect(args.catalog, read_only=args.read_only, settings=settings))
+    except (CatalogError, UdfError) as error:
+        LOG.error("%s", error)
+        return 2
+    except duckdb.Error as error:
+        LOG.error("%s", describe_error(error))
+        return 2
+    except KeyboardInterrupt:
+        LOG.error("interrupted; nothing half-written was published")
+        return 130
+    return 0
+
+
+def run_shell(connection: duckdb.DuckDBPyConnection) -> None:
+    """A minimal SQL prompt: statements end with ';', results print as tables, Ctrl-D leaves."""
+    with contextlib.suppress(ImportError):
+        import readline  # noqa: F401  (line editing and history for input())
+    buffer: list[str] = []
+    interactive = sys.stdin.isatty()
+    try:
+        while True:
+            try:
+                line = input(("codeintel> " if not buffer else "      ...> ") if interactive else "")
+            except EOFError:
+                break
+            buffer.append(line)
+            text = "\n".join(buffer).strip()
+            if not text.endswith(";"):
+                continue
+            buffer.clear()
+            try:
+                for statement in duckdb.extract_statements(text):
+                    print_relation(connection.sql(statement.query))
+            except duckdb.Error as error:
+                print(f"error: {describe_error(error)}", file=sys.stderr)
+    finally:
+        connection.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

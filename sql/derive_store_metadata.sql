@@ -1,0 +1,58 @@
+/* Chunk store metadata derived from a staged store: modules.jsonl and store.json.
+
+   Parameters: staging_dir (holding chunks.parquet and files.parquet) and embedder (a
+   label of what produced the embeddings).  Shared by ingestion and by imports of a
+   user's own chunks, so both stores look the same to every view. */
+
+-- One module per directory holding ingested files; Python packages get their dotted name.
+COPY (
+    WITH placed AS (
+        SELECT
+            f.uri,
+            f.language,
+            coalesce(nullif(regexp_extract(f.uri, '^(.*)/[^/]*$', 1), ''), '') AS directory
+        FROM read_parquet(getvariable('staging_dir') || 'files.parquet') AS f
+        WHERE f.status = 'chunked'
+    ),
+    packages AS (
+        SELECT DISTINCT directory FROM placed WHERE regexp_matches(uri, '(^|/)__init__\.py$')
+    ),
+    metrics AS (
+        SELECT c.uri, count(*) AS chunk_count, max(c.end_line) AS line_count
+        FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS c
+        GROUP BY c.uri
+    )
+    SELECT
+        CASE
+            WHEN p.directory = '' THEN '(root)'
+            WHEN k.directory IS NOT NULL THEN replace(p.directory, '/', '.')
+            ELSE p.directory
+        END::VARCHAR AS module,
+        CASE WHEN p.directory = '' THEN '' ELSE p.directory || '/' END::VARCHAR AS prefix,
+        list_sort(list_distinct(
+            list(p.language)
+            || CASE WHEN k.directory IS NOT NULL THEN ['python-package'] ELSE [] END
+            || CASE WHEN regexp_matches(p.directory, '(^|/)(tests?|testing|__tests__)(/|$)')
+                    THEN ['tests'] ELSE [] END
+        ))::VARCHAR[] AS tags,
+        count(*)::BIGINT AS file_count,
+        sum(m.chunk_count)::BIGINT AS chunk_count,
+        sum(m.line_count)::BIGINT AS line_count
+    FROM placed AS p
+    LEFT JOIN packages AS k ON k.directory = p.directory
+    JOIN metrics AS m ON m.uri = p.uri
+    GROUP BY p.directory, k.directory
+    ORDER BY prefix
+) TO (getvariable('staging_dir') || 'modules.jsonl') (FORMAT json);
+
+-- The fingerprint covers what an index depends on: ids, contents and the embedder.
+COPY (
+    SELECT
+        md5(getvariable('embedder') || '|' || string_agg(s.id::VARCHAR || ':' || md5(s.content), ',' ORDER BY s.id))
+            AS fingerprint,
+        count(*)::BIGINT AS chunk_count,
+        max(len(s.embedding))::INTEGER AS dimension,
+        getvariable('embedder')::VARCHAR AS embedder,
+        strftime(now() AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS created_at
+    FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS s
+) TO (getvariable('staging_dir') || 'store.json') (FORMAT json);

@@ -1,0 +1,137 @@
+/* Chunk store pipeline: repository files -> AST chunks -> embeddings -> zstd Parquet.
+
+   Parameters (DuckDB variables, set by `python bootstrap.py ingest`):
+     repo_root            absolute repository path, ending with a separator
+     include_globs        absolute globs of the files to consider
+     ignored_directories  directory names never ingested (.git, node_modules, vendor, ...)
+     max_file_bytes       larger files are skipped
+     max_chunk_chars      chunk budget in non-whitespace characters
+     arrow_schema         ARROW:schema footer value for chunks.parquet
+     staging_dir          where chunks.parquet and files.parquet are written; the caller
+                          runs derive_store_metadata.sql next and publishes the directory
+                          only when both scripts have completed
+   Returns the number of files per status. */
+
+SELECT CASE WHEN count(*) = 0 THEN error(
+           'ingest: no files under ' || getvariable('repo_root')
+           || ' match the include globs; check the repository path and --include')
+       END AS guard_files_exist
+FROM glob(getvariable('include_globs'));
+
+CREATE OR REPLACE TEMP TABLE ingest_files AS
+WITH listing AS (
+    SELECT
+        filename AS path,
+        substr(filename, length(getvariable('repo_root')) + 1) AS uri,
+        size AS size_bytes
+    FROM read_blob(getvariable('include_globs'))
+)
+SELECT
+    path,
+    uri,
+    size_bytes,
+    language_of(uri) AS language,
+    CASE
+        WHEN list_has_any(string_split(uri, '/')[:-2], getvariable('ignored_directories'))
+            THEN 'skipped: ignored directory'
+        WHEN language_of(uri) IS NULL THEN 'skipped: no known language'
+        WHEN size_bytes > getvariable('max_file_bytes') THEN 'skipped: over size limit'
+        WHEN size_bytes = 0 THEN 'skipped: empty'
+        ELSE 'candidate'
+    END AS status
+FROM listing;
+
+SELECT CASE WHEN count(*) FILTER (WHERE status = 'candidate') = 0 THEN error(
+           'ingest: nothing to ingest under ' || getvariable('repo_root') || ': '
+           || count(*) || ' files found, none is a non-empty source file of a known language under '
+           || getvariable('max_file_bytes') || ' bytes outside ignored directories')
+       END AS guard_candidates_exist
+FROM ingest_files;
+
+-- Only candidates are read: listing first keeps .git packs and large files off the disk path.
+SET VARIABLE ingest_candidates = (
+    SELECT list(path ORDER BY path) FROM ingest_files WHERE status = 'candidate'
+);
+
+CREATE OR REPLACE TEMP TABLE ingest_texts AS
+SELECT
+    f.uri,
+    f.language,
+    try(decode(b.content)) AS text,
+    CASE
+        WHEN try(decode(b.content)) IS NULL THEN
+            -- An invalid UTF-8 blob casts to text with \xNN escapes; a NUL byte marks binary data.
+            CASE WHEN contains(b.content::VARCHAR, '\x00') THEN 'skipped: binary' ELSE 'skipped: not UTF-8' END
+        WHEN contains(decode(b.content), chr(0)) THEN 'skipped: binary'
+        ELSE 'chunked'
+    END AS status
+FROM read_blob(getvariable('ingest_candidates')) AS b
+JOIN ingest_files AS f ON f.path = b.filename;
+
+UPDATE ingest_files AS f
+SET status = t.status
+FROM ingest_texts AS t
+WHERE f.uri = t.uri;
+
+SELECT CASE WHEN count(*) FILTER (WHERE status = 'chunked') = 0 THEN error(
+           'ingest: nothing to ingest under ' || getvariable('repo_root')
+           || ': every candidate file is binary or not UTF-8')
+       END AS guard_texts_exist
+FROM ingest_texts;
+
+CREATE OR REPLACE TEMP TABLE ingest_chunks AS
+SELECT
+    t.uri,
+    t.language,
+    unnest(chunk_code(t.uri, t.text, t.language, getvariable('max_chunk_chars')), recursive := true)
+FROM ingest_texts AS t
+WHERE t.status = 'chunked';
+
+SELECT error('ingest: chunk id ' || id || ' is shared by ' || string_agg(uri, ', ')
+             || '; report this collision, it breaks id stability')
+FROM ingest_chunks
+GROUP BY id
+HAVING count(*) > 1
+LIMIT 1;
+
+COPY (
+    SELECT
+        c.id::BIGINT AS id,
+        c.uri::VARCHAR AS uri,
+        c.start_byte::BIGINT AS start_byte,
+        c.end_byte::BIGINT AS end_byte,
+        c.start_line::INTEGER AS start_line,
+        c.end_line::INTEGER AS end_line,
+        c.language::VARCHAR AS language,
+        c.kind::VARCHAR AS kind,
+        c.symbols::VARCHAR[] AS symbols,
+        c.content::VARCHAR AS content,
+        embed(c.content) AS embedding
+    FROM ingest_chunks AS c
+    ORDER BY c.uri, c.start_byte
+) TO (getvariable('staging_dir') || 'chunks.parquet') (
+    FORMAT parquet,
+    COMPRESSION zstd,
+    -- Lets Arrow readers restore embedding as FixedSizeList(float32); DuckDB reads a list.
+    KV_METADATA {'ARROW:schema': getvariable('arrow_schema')}
+);
+
+COPY (
+    SELECT
+        f.uri::VARCHAR AS uri,
+        f.language::VARCHAR AS language,
+        f.size_bytes::BIGINT AS size_bytes,
+        f.status::VARCHAR AS status,
+        count(c.id)::BIGINT AS chunk_count,
+        coalesce(max(c.end_line), 0)::BIGINT AS line_count
+    FROM ingest_files AS f
+    LEFT JOIN ingest_chunks AS c ON c.uri = f.uri
+    WHERE f.status <> 'skipped: ignored directory'
+    GROUP BY ALL
+    ORDER BY f.uri
+) TO (getvariable('staging_dir') || 'files.parquet') (FORMAT parquet, COMPRESSION zstd);
+
+SELECT status, count(*) AS files
+FROM ingest_files
+GROUP BY status
+ORDER BY status;

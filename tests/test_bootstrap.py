@@ -1,0 +1,155 @@
+"""bootstrap: registries, view ordering and rewriting, scripts, connections."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import bootstrap
+from udfs.registry import UdfSpec, check_unique
+
+
+def write_views(directory: Path, views: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, body in views.items():
+        (directory / f"{name}.sql").write_text(f"/* {name} */\nCREATE OR REPLACE VIEW {name} AS {body};\n")
+    return directory
+
+
+def test_every_registered_udf_is_a_duckdb_function(synthetic_catalog: Path) -> None:
+    connection = bootstrap.connect(synthetic_catalog)
+    try:
+        registered = {row[0] for row in connection.execute(
+            "SELECT function_name FROM duckdb_functions() WHERE function_type = 'scalar'").fetchall()}
+    finally:
+        connection.close()
+    expected = {spec.name for spec in bootstrap.all_udf_specs()}
+    assert expected <= registered
+    assert len(expected) == len(bootstrap.all_udf_specs())
+
+
+def test_duplicate_udf_names_raise() -> None:
+    spec = bootstrap.all_udf_specs()[0]
+    twin = UdfSpec(name=spec.name, function=len, parameters=("VARCHAR",), return_type="BIGINT")
+    with pytest.raises(ValueError, match=f"duplicate UDF name '{spec.name}'"):
+        check_unique([spec, twin])
+
+
+def test_views_apply_in_dependency_order(tmp_path: Path) -> None:
+    # Names sort against the dependency order: a reads b, b reads c.
+    views = write_views(tmp_path / "views", {
+        "a_top": "SELECT x + 1 AS x FROM b_middle",
+        "b_middle": "WITH base AS (SELECT x FROM c_base) SELECT x * 2 AS x FROM base",
+        "c_base": "SELECT 1 AS x",
+    })
+    parsed = bootstrap.read_view_files(views)
+    order = bootstrap.view_order(parsed, [])
+    assert order.index("c_base") < order.index("b_middle") < order.index("a_top")
+    connection = duckdb.connect()
+    assert bootstrap.apply_views(connection, tmp_path, views) == order
+    assert connection.execute("SELECT x FROM a_top").fetchall() == [(3,)]
+
+
+def test_view_cycle_names_the_files(tmp_path: Path) -> None:
+    views = write_views(tmp_path / "views", {"p": "SELECT * FROM q", "q": "SELECT * FROM p"})
+    with pytest.raises(bootstrap.CatalogError, match=r"views form a cycle: .*(p\.sql -> q\.sql|q\.sql -> p\.sql)"):
+        bootstrap.view_order(bootstrap.read_view_files(views), [])
+
+
+def test_view_reading_unknown_relation_names_the_file(tmp_path: Path) -> None:
+    views = write_views(tmp_path / "views", {"lonely": "SELECT * FROM nowhere_table"})
+    with pytest.raises(bootstrap.CatalogError, match=r"lonely\.sql: reads unknown relation\(s\) nowhere_table"):
+        bootstrap.view_order(bootstrap.read_view_files(views), [])
+    # An existing table is a known relation.
+    assert bootstrap.view_order(bootstrap.read_view_files(views), ["nowhere_table"]) == ["lonely"]
+
+
+def test_view_file_must_be_named_after_its_view(tmp_path: Path) -> None:
+    (tmp_path / "wrong.sql").write_text("CREATE VIEW right_name AS SELECT 1 AS x;")
+    with pytest.raises(bootstrap.CatalogError, match=r"defines view 'right_name'"):
+        bootstrap.parse_view_file(tmp_path / "wrong.sql")
+
+
+def test_view_over_missing_files_waits_with_its_dependents(tmp_path: Path) -> None:
+    views = write_views(tmp_path / "views", {
+        "over_file": "SELECT * FROM read_parquet('later/data.parquet')",
+        "over_view": "SELECT count(*) AS n FROM over_file",
+        "plain": "SELECT 42 AS answer",
+    })
+    connection = duckdb.connect()
+    assert bootstrap.apply_views(connection, tmp_path, views) == ["plain"]
+    (tmp_path / "later").mkdir()
+    connection.execute("COPY (SELECT 1 AS v UNION ALL SELECT 2) TO ?", [str(tmp_path / "later/data.parquet")])
+    assert sorted(bootstrap.apply_views(connection, tmp_path, views)) == ["over_file", "over_view", "plain"]
+    assert connection.execute("SELECT n FROM over_view").fetchall() == [(2,)]
+
+
+def test_reader_paths_become_absolute_and_stay_quoted(tmp_path: Path) -> None:
+    catalog = tmp_path / "it's here"
+    sql = ("SELECT * FROM read_json('store/m.jsonl', columns = {a: 'VARCHAR'}) "
+           "JOIN read_parquet(['x/1.parquet', '/abs/2.parquet']) USING (a) WHERE a = 'store/m.jsonl'")
+    rewritten = bootstrap.absolutize_reader_paths(sql, catalog)
+    quoted_root = str(catalog).replace("'", "''")
+    assert f"read_json('{quoted_root}/store/m.jsonl', columns = {{a: 'VARCHAR'}})" in rewritten
+    assert f"['{quoted_root}/x/1.parquet', '/abs/2.parquet']" in rewritten
+    # A string that is not a reader's path argument is left alone.
+    assert rewritten.endswith("WHERE a = 'store/m.jsonl'")
+
+
+def test_script_parameters_are_bound_not_spliced(tmp_path: Path) -> None:
+    script = tmp_path / "echo.sql"
+    script.write_text("SELECT getvariable('value') AS value, getvariable('n') + 1 AS next;")
+    connection = duckdb.connect()
+    hostile = "x'); DROP TABLE t; --"
+    result = bootstrap.run_script(connection, script, {"value": hostile, "n": 41})
+    assert result.fetchall() == [(hostile, 42)]
+    with pytest.raises(bootstrap.CatalogError, match="not an identifier"):
+        bootstrap.run_script(connection, script, {"bad name": 1})
+
+
+def test_script_error_names_the_statement(tmp_path: Path) -> None:
+    script = tmp_path / "broken.sql"
+    script.write_text("SELECT 1;\nSELECT error('the second statement fails');\n")
+    with pytest.raises(bootstrap.CatalogError, match=r"broken\.sql, statement 2: .*the second statement fails"):
+        bootstrap.run_script(duckdb.connect(), script)
+
+
+def test_read_only_connect_needs_an_existing_catalog(tmp_path: Path) -> None:
+    with pytest.raises(bootstrap.CatalogError, match="no catalog at .*bootstrap.py ingest"):
+        bootstrap.connect(tmp_path / "absent", read_only=True)
+
+
+def test_read_only_connection_reads_views(synthetic_catalog: Path) -> None:
+    bootstrap.connect(synthetic_catalog).close()
+    connection = bootstrap.connect(synthetic_catalog, read_only=True)
+    try:
+        assert connection.execute("SELECT count(*) FROM chunks").fetchone() == (2000,)
+    finally:
+        connection.close()
+
+
+def test_unknown_setting_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(bootstrap.CatalogError, match="unknown setting.*no_such_setting"):
+        bootstrap.connect(tmp_path, settings={"no_such_setting": 1})
+
+
+def test_stock_duckdb_client_reads_the_catalog(synthetic_catalog: Path) -> None:
+    """The persisted views need nothing of ours: a bare duckdb process queries them."""
+    bootstrap.connect(synthetic_catalog).close()
+    program = textwrap.dedent("""
+        import sys, duckdb
+        con = duckdb.connect(sys.argv[1], read_only=True)
+        print(con.execute("SELECT count(*) FROM chunks").fetchone()[0])
+        print(con.execute("SELECT count(*) FROM modules").fetchone()[0])
+        print(con.execute("SELECT typeof(embedding) FROM chunks LIMIT 1").fetchone()[0])
+    """)
+    output = subprocess.run(
+        [sys.executable, "-I", "-c", program, str(synthetic_catalog / bootstrap.CATALOG_DB)],
+        capture_output=True, text=True, check=True, cwd="/",
+    ).stdout.split()
+    assert output == ["2000", "4", "FLOAT[384]"]
