@@ -14,8 +14,11 @@ COPY (
         FROM read_parquet(getvariable('staging_dir') || 'files.parquet') AS f
         WHERE f.status = 'chunked'
     ),
+    -- An empty __init__.py is skipped as a chunk source but still marks a package.
     packages AS (
-        SELECT DISTINCT directory FROM placed WHERE regexp_matches(uri, '(^|/)__init__\.py$')
+        SELECT DISTINCT coalesce(nullif(regexp_extract(f.uri, '^(.*)/[^/]*$', 1), ''), '') AS directory
+        FROM read_parquet(getvariable('staging_dir') || 'files.parquet') AS f
+        WHERE regexp_matches(f.uri, '(^|/)__init__\.py$')
     ),
     metrics AS (
         SELECT c.uri, count(*) AS chunk_count, max(c.end_line) AS line_count

@@ -54,19 +54,23 @@ SET VARIABLE ingest_candidates = (
 );
 
 CREATE OR REPLACE TEMP TABLE ingest_texts AS
+WITH decoded AS (
+    SELECT f.uri, f.language, b.content AS raw, try(decode(b.content)) AS text
+    FROM read_blob(getvariable('ingest_candidates')) AS b
+    JOIN ingest_files AS f ON f.path = b.filename
+)
 SELECT
-    f.uri,
-    f.language,
-    try(decode(b.content)) AS text,
+    d.uri,
+    d.language,
+    d.text,
     CASE
-        WHEN try(decode(b.content)) IS NULL THEN
-            -- An invalid UTF-8 blob casts to text with \xNN escapes; a NUL byte marks binary data.
-            CASE WHEN contains(b.content::VARCHAR, '\x00') THEN 'skipped: binary' ELSE 'skipped: not UTF-8' END
-        WHEN contains(decode(b.content), chr(0)) THEN 'skipped: binary'
+        -- An invalid UTF-8 blob casts to text with \xNN escapes; a NUL byte marks binary data.
+        WHEN d.text IS NULL AND contains(d.raw::VARCHAR, '\x00') THEN 'skipped: binary'
+        WHEN d.text IS NULL THEN 'skipped: not UTF-8'
+        WHEN contains(d.text, chr(0)) THEN 'skipped: binary'
         ELSE 'chunked'
     END AS status
-FROM read_blob(getvariable('ingest_candidates')) AS b
-JOIN ingest_files AS f ON f.path = b.filename;
+FROM decoded AS d;
 
 UPDATE ingest_files AS f
 SET status = t.status
@@ -127,7 +131,7 @@ COPY (
     FROM ingest_files AS f
     LEFT JOIN ingest_chunks AS c ON c.uri = f.uri
     WHERE f.status <> 'skipped: ignored directory'
-    GROUP BY ALL
+    GROUP BY f.uri, f.language, f.size_bytes, f.status
     ORDER BY f.uri
 ) TO (getvariable('staging_dir') || 'files.parquet') (FORMAT parquet, COMPRESSION zstd);
 

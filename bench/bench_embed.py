@@ -1,0 +1,111 @@
+"""Embedding throughput of udfs.embedding on real code: batch size x sorting by length.
+
+Texts are the Python standard library's .py files cut at line ends into pieces of about
+1200 characters (the size of a typical code chunk), a fixed random sample of ``--n``.
+Each configuration gets its own embedder, one warm-up call, then ``--runs`` timed calls
+over all texts; the table shows the median.  Run from the repository root:
+
+    .venv/bin/python bench/bench_embed.py --n 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import tokenizers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from udfs.embedding import DEFAULT_MAX_TOKENS, PACKAGED_TOKENIZER, SentenceEmbedder  # noqa: E402  (needs the path above)
+
+PIECE_CHARS = 1200
+BATCH_SIZES = (16, 32, 64)
+
+
+def stdlib_code_pieces(piece_chars: int) -> list[str]:
+    """Every stdlib .py file cut at line ends into pieces of about ``piece_chars``."""
+    pieces = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "site-packages" in path.parts:
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue  # a few test fixtures are deliberately undecodable
+        piece: list[str] = []
+        size = 0
+        for line in text.splitlines(keepends=True):
+            piece.append(line)
+            size += len(line)
+            if size >= piece_chars:
+                pieces.append("".join(piece))
+                piece, size = [], 0
+        if piece and not "".join(piece).isspace():
+            pieces.append("".join(piece))
+    return pieces
+
+
+def padding_share(token_counts: np.ndarray, batch_size: int, sort_by_length: bool) -> float:
+    """Share of the model's input slots that are padding, as SentenceEmbedder would batch.
+
+    Noise-free, unlike the timings on a shared machine: it is what sorting can save.
+    """
+    counts = np.sort(token_counts) if sort_by_length else token_counts
+    slots = sum(
+        counts[start : start + batch_size].max() * len(counts[start : start + batch_size])
+        for start in range(0, len(counts), batch_size)
+    )
+    return 1 - counts.sum() / slots
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=512, help="texts per run (default 512)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration (median)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime intra-op threads")
+    args = parser.parse_args()
+
+    texts = random.Random(0).sample(stdlib_code_pieces(PIECE_CHARS), args.n)
+    max_tokens = DEFAULT_MAX_TOKENS
+    tokenizer = tokenizers.Tokenizer.from_file(str(PACKAGED_TOKENIZER))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_length=max_tokens)
+    token_counts = np.array([len(encoding.ids) for encoding in tokenizer.encode_batch(texts)])
+    print(
+        f"{args.n} stdlib pieces of ~{PIECE_CHARS} chars; tokens after truncation to "
+        f"{max_tokens}: median {np.median(token_counts):.0f}, "
+        f"min {token_counts.min()}, {np.mean(token_counts == max_tokens):.0%} truncated; "
+        f"{args.threads} threads, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs\n"
+    )
+    print("| batch size | sort by length | padding | texts/s (median) | min | max |")
+    print("|---:|:---:|---:|---:|---:|---:|")
+    for batch_size in BATCH_SIZES:
+        for sort_by_length in (True, False):
+            embedder = SentenceEmbedder(
+                threads=args.threads, batch_size=batch_size, sort_by_length=sort_by_length
+            )
+            embedder.embed(texts[: batch_size * 2])
+            rates = []
+            for _ in range(args.runs):
+                started = time.perf_counter()
+                embedder.embed(texts)
+                rates.append(len(texts) / (time.perf_counter() - started))
+            padding = padding_share(token_counts, batch_size, sort_by_length)
+            print(
+                f"| {batch_size} | {'on' if sort_by_length else 'off'} | {padding:.1%} "
+                f"| {statistics.median(rates):.1f} | {min(rates):.1f} | {max(rates):.1f} |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
