@@ -14,7 +14,7 @@ SELECT
     e.question AS question,
     c.uri || ':' || c.start_line || '-' || c.end_line AS location,
     c.symbols AS symbols,
-    round(array_inner_product(c.embedding, e.query_vector), 3)::DOUBLE AS score
+    array_inner_product(c.embedding, e.query_vector)::DECIMAL(5, 3) AS score
 FROM embedded AS e
 CROSS JOIN chunks AS c
 QUALIFY row_number() OVER (
