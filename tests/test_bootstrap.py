@@ -153,3 +153,33 @@ def test_stock_duckdb_client_reads_the_catalog(synthetic_catalog: Path) -> None:
         capture_output=True, text=True, check=True, cwd="/",
     ).stdout.split()
     assert output == ["2000", "4", "FLOAT[384]"]
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "bootstrap.py", *args], input=stdin, capture_output=True, text=True,
+                          cwd=bootstrap.PROJECT_DIR)
+
+
+def test_cli_sql_prints_the_script_result(synthetic_catalog: Path, tmp_path: Path) -> None:
+    script = tmp_path / "count.sql"
+    script.write_text("SELECT count(*) AS chunk_rows, getvariable('label') AS label FROM chunks;")
+    completed = run_cli("sql", str(script), "--catalog", str(synthetic_catalog), "--param", "label=synthetic")
+    assert completed.returncode == 0, completed.stderr
+    assert "chunk_rows" in completed.stdout and "2000" in completed.stdout and "synthetic" in completed.stdout
+
+
+def test_cli_sql_reports_a_failing_statement_cleanly(synthetic_catalog: Path, tmp_path: Path) -> None:
+    script = tmp_path / "bad.sql"
+    script.write_text("SELECT 1;\nSELECT * FROM no_such_relation;\n")
+    completed = run_cli("sql", str(script), "--catalog", str(synthetic_catalog))
+    assert completed.returncode == 2
+    assert "bad.sql, statement 2" in completed.stderr and "no_such_relation" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+def test_cli_shell_runs_statements_from_stdin(synthetic_catalog: Path) -> None:
+    completed = run_cli("shell", "--catalog", str(synthetic_catalog),
+                        stdin="SELECT count(*) AS n\nFROM chunks;\nSELECT nonsense_column FROM chunks;\nSELECT 7 AS seven;\n")
+    assert completed.returncode == 0, completed.stderr
+    assert "2000" in completed.stdout and "seven" in completed.stdout
+    assert "nonsense_column" in completed.stderr
