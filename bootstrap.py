@@ -46,7 +46,7 @@ VIEWS_DIR = PROJECT_DIR / "views"
 MACROS_DIR = SQL_DIR / "macros"
 
 #: UDF families in registration order; a later family may call an earlier one's UDFs.
-UDF_FAMILIES = ("udfs.chunking", "udfs.embedding")
+UDF_FAMILIES = ("udfs.chunking", "udfs.embedding", "udfs.metrics", "udfs.faiss_search")
 #: Extensions loaded on every connection, from their PyPI packages when offline.
 EXTENSIONS = ("fts", "vss")
 #: Table functions whose first argument is a file path or glob, resolved against the catalog.
@@ -157,8 +157,9 @@ def settings_defaults() -> dict[str, Any]:
 def apply_settings(connection: duckdb.DuckDBPyConnection, context: CatalogContext) -> None:
     context.settings.setdefault("threads", os.cpu_count() or 1)
     connection.execute("SET threads = ?", [int(context.settings["threads"])])
-    # Long ingests and builds report progress on the terminal.
-    connection.execute("SET enable_progress_bar = true")
+    # DuckDB's bar redraws on a terminal; elsewhere (CI logs, pipes) it would print thousands
+    # of lines, and the embedder's progress log says enough there.
+    connection.execute("SET enable_progress_bar = ?", [sys.stdout.isatty()])
 
 
 def family_modules() -> list[Any]:

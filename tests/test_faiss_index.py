@@ -1,0 +1,293 @@
+"""FAISS index lifecycle: family choice, build layout, atomic publish, rollback, gc, load."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from udfs import faiss_index
+from udfs.context import CatalogContext
+from udfs.faiss_index import BuildOptions, build_index, choose_family, plan_index
+from udfs.registry import UdfError
+
+GIB = 2**30
+
+
+def context_for(catalog: Path, **settings: object) -> CatalogContext:
+    return CatalogContext(catalog_dir=catalog, settings={**faiss_index.DEFAULT_SETTINGS, **settings})
+
+
+def current_target(catalog: Path) -> str:
+    return os.readlink(catalog / "index" / "CURRENT")
+
+
+def version_names(catalog: Path) -> list[str]:
+    return sorted(path.name for path in (catalog / "index" / "versions").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("ntotal", "budget", "use_gpu", "family"),
+    [
+        (3_000, 64 * GIB, False, "flat"),
+        (200_000, 64 * GIB, False, "hnsw"),
+        (200_000, 64 * GIB, True, "ivf_flat"),
+        (5_000_000, 64 * GIB, False, "ivf_pq_refine"),
+        (5_000_000, 4 * GIB, False, "ivf_pq"),
+    ],
+)
+def test_auto_chooses_family_by_size_and_memory(ntotal: int, budget: int, use_gpu: bool, family: str) -> None:
+    options = BuildOptions(memory_budget_bytes=budget, use_gpu=use_gpu)
+    chosen, reason = choose_family(ntotal, 384, options)
+    assert chosen == family
+    assert reason.startswith("auto: ") and str(ntotal) in reason
+
+
+def test_plan_derives_factory_strings_from_options() -> None:
+    options = BuildOptions(nlist=64, pq_m=16, pq_nbits=8, opq=True, nprobe=8, refine_k_factor=3)
+    plan = plan_index("ivf_pq_refine", 1_000_000, 384, options)
+    assert plan.factory == "OPQ16,IVF64,PQ16x8np,RFlat"
+    assert plan.search_parameters == "nprobe=8,k_factor_rf=3"
+    assert plan_index("hnsw", 10, 8, BuildOptions(hnsw_m=16)).factory == "HNSW16,Flat"
+    # Defaults follow the store: nlist ~ 4 sqrt(n) capped so every list gets 39 training points.
+    small = plan_index("ivf_flat", 2000, 384, BuildOptions())
+    assert small.factory == f"IVF{2000 // 39},Flat"
+    assert plan_index("ivf_pq", 2000, 384, BuildOptions()).factory == "IVF51,PQ48x5np"
+
+
+@pytest.mark.parametrize(
+    ("family", "params", "message"),
+    [
+        ("ivf_pq", {"pq_m": 7}, "pq_m=7 must divide the dimension 384"),
+        ("ivf_flat", {"nlist": 5000}, "nlist=5000 needs at least that many training vectors"),
+        ("ivf_pq", {"opq": True}, "opq needs at least 9984 training vectors"),
+        ("ivf_flat", {"nprobe": 0}, "nprobe must be at least 1, got 0"),
+        ("flat", {"metric": "dot"}, "metric must be one of 'ip', 'cos', 'l2', got 'dot'"),
+        ("flat", {"nlsit": 3}, "unknown option(s) nlsit; known options: nlist, pq_m"),
+        ("kd_tree", {}, "family must be 'auto' or one of"),
+        ("ivf_flat", {"nlist": "many"}, "option nlist must be an integer, got 'many'"),
+        ("ivf_pq", {"opq": "maybe"}, "option opq must be a boolean, got 'maybe'"),
+    ],
+)
+def test_bad_build_options_are_refused(family: str, params: dict, message: str) -> None:
+    with pytest.raises(UdfError) as raised:
+        plan_index(family, 2000, 384, BuildOptions.from_mapping(params))
+    assert message in str(raised.value)
+
+
+def test_build_writes_a_complete_version_and_publishes_it(synthetic_catalog: Path) -> None:
+    manifest = build_index(synthetic_catalog, "ivf_flat", nprobe=4)
+    version_dir = synthetic_catalog / "index" / "versions" / manifest["version"]
+    assert current_target(synthetic_catalog) == f"versions/{manifest['version']}"
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted(
+        ["index.faiss", "faiss_idmap.parquet", "vectors.npy", "tuning.json", "manifest.json"]
+    )
+    assert json.loads((version_dir / "tuning.json").read_text()) == {}
+    on_disk = json.loads((version_dir / "manifest.json").read_text())
+    assert on_disk == manifest
+    store = json.loads((synthetic_catalog / "store" / "CURRENT" / "store.json").read_text())
+    assert manifest["store"]["fingerprint"] == store["fingerprint"]
+    assert manifest["store"]["version"] == (synthetic_catalog / "store" / "CURRENT").resolve().name
+    assert (manifest["family"], manifest["metric"], manifest["dimension"], manifest["ntotal"]) == (
+        "ivf_flat", "ip", 384, 2000
+    )
+    assert manifest["search_parameters"] == "nprobe=4"
+    assert set(manifest["libraries"]) == {"faiss", "numpy", "duckdb"}
+    assert manifest["family_reason"] == "requested explicitly (family='ivf_flat')"
+
+
+def test_auto_build_records_why_it_chose_the_family(synthetic_catalog: Path) -> None:
+    manifest = build_index(synthetic_catalog)
+    assert manifest["family"] == "flat" and manifest["factory"] == "Flat"
+    assert manifest["family_reason"].startswith("auto: 2000 vectors < 50000: exact Flat search")
+
+
+def test_ids_round_trip_through_idmap2_and_sidecars(synthetic_catalog: Path, synthetic_table) -> None:
+    build_index(synthetic_catalog, "flat")
+    loaded = faiss_index.load_current(context_for(synthetic_catalog))
+    store_ids = synthetic_table.column("id").to_numpy()
+    store_vectors = np.stack(synthetic_table.column("embedding").to_numpy(zero_copy_only=False))
+    idmap = pq.read_table(loaded.directory / "faiss_idmap.parquet").to_pydict()
+    assert idmap["faiss_row"] == list(range(2000))
+    assert np.array_equal(idmap["external_id"], np.sort(store_ids))
+    assert np.array_equal(loaded.ids, np.sort(store_ids))
+    # IndexIDMap2 reconstructs by chunk id; vectors.npy row i belongs to faiss row i.
+    for row in (0, 17, 1999):
+        chunk_id = store_ids[row]
+        assert np.array_equal(loaded.index.reconstruct(int(chunk_id)), store_vectors[row])
+        rows, found = loaded.rows_of(np.array([chunk_id]))
+        assert found[0] and np.array_equal(loaded.vectors[rows[0]], store_vectors[row])
+    rows, found = loaded.rows_of(np.array([0, 2**62 + 5]))
+    assert not found.any()
+
+
+def test_failed_index_write_leaves_current_and_no_partial_version(
+    synthetic_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = build_index(synthetic_catalog, "flat")
+
+    def disk_full(index: faiss.Index, path: Path) -> None:
+        path.write_bytes(b"half an index")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(faiss_index, "_write_index_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_index(synthetic_catalog, "ivf_flat")
+    assert current_target(synthetic_catalog) == f"versions/{first['version']}"
+    assert version_names(synthetic_catalog) == [first["version"]]
+
+
+def test_failure_between_rename_and_flip_leaves_current(
+    synthetic_catalog: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = build_index(synthetic_catalog, "flat")
+
+    def crash(catalog_dir: Path, version: str) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(faiss_index, "_flip_current", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(synthetic_catalog, "ivf_flat")
+    assert current_target(synthetic_catalog) == f"versions/{first['version']}"
+    built = [v for v in version_names(synthetic_catalog) if v != first["version"]]
+    assert len(built) == 1 and "is complete but was not published" in caplog.text
+    monkeypatch.undo()
+    # The complete version can be published afterwards.
+    assert faiss_index.publish(synthetic_catalog, built[0]) == {"current": built[0], "previous": first["version"]}
+
+
+def test_rollback_and_gc(synthetic_catalog: Path) -> None:
+    versions = [build_index(synthetic_catalog, "flat")["version"] for _ in range(3)]
+    assert faiss_index.list_versions(synthetic_catalog)["current"] == versions[2]
+    assert faiss_index.rollback(synthetic_catalog) == {"current": versions[1], "previous": versions[2]}
+    assert faiss_index.rollback(synthetic_catalog)["current"] == versions[0]
+    with pytest.raises(UdfError, match="no version older than"):
+        faiss_index.rollback(synthetic_catalog)
+    assert faiss_index.rollback(synthetic_catalog, to=versions[1])["current"] == versions[1]
+    with pytest.raises(UdfError, match="is not a complete build"):
+        faiss_index.publish(synthetic_catalog, "19990101T000000000000Z-000000")
+
+    # keep=1 keeps the newest version and CURRENT, which is older.
+    collected = faiss_index.gc(synthetic_catalog, keep=1)
+    assert collected["removed"] == [versions[0]]
+    assert version_names(synthetic_catalog) == [versions[1], versions[2]]
+    assert current_target(synthetic_catalog) == f"versions/{versions[1]}"
+    listing = faiss_index.list_versions(synthetic_catalog)["versions"]
+    assert [(row["version"], row["current"]) for row in listing] == [(versions[1], True), (versions[2], False)]
+    with pytest.raises(UdfError, match="keep must be at least 1"):
+        faiss_index.gc(synthetic_catalog, keep=0)
+
+
+def test_reader_keeps_working_while_versions_are_published_and_collected(synthetic_catalog: Path) -> None:
+    build_index(synthetic_catalog, "flat")
+    context = context_for(synthetic_catalog)
+    reader = faiss_index.load_current(context)
+    query = np.asarray(reader.vectors[:3])
+    before_scores, before_ids = reader.search(query, 5)
+
+    newer = build_index(synthetic_catalog, "hnsw")
+    faiss_index.gc(synthetic_catalog, keep=1)
+    assert not reader.directory.exists()
+    after_scores, after_ids = reader.search(query, 5)
+    assert np.array_equal(before_ids, after_ids) and np.allclose(before_scores, after_scores)
+    assert np.array_equal(reader.vectors[reader.rows_of(before_ids[:, 0])[0]], query)
+    # The connection's next call notices CURRENT moved and loads the new version.
+    assert faiss_index.load_current(context).version == newer["version"]
+
+
+def test_load_is_cached_until_current_changes(synthetic_catalog: Path) -> None:
+    first = build_index(synthetic_catalog, "flat")
+    context = context_for(synthetic_catalog)
+    loaded = faiss_index.load_current(context)
+    assert faiss_index.load_current(context) is loaded
+    second = build_index(synthetic_catalog, "flat")
+    assert faiss_index.load_current(context).version == second["version"]
+    faiss_index.rollback(synthetic_catalog)
+    assert faiss_index.load_current(context).version == first["version"]
+
+
+def test_no_published_index_says_how_to_build_one(synthetic_catalog: Path) -> None:
+    with pytest.raises(UdfError) as raised:
+        faiss_index.load_current(context_for(synthetic_catalog))
+    message = str(raised.value)
+    assert f"python bootstrap.py build --catalog {synthetic_catalog}" in message
+    assert "SELECT * FROM faiss_build()" in message
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_index_file_names_the_file_and_keeps_current(synthetic_catalog: Path, damage: str) -> None:
+    manifest = build_index(synthetic_catalog, "ivf_flat")
+    index_file = synthetic_catalog / "index" / "versions" / manifest["version"] / "index.faiss"
+    data = index_file.read_bytes()
+    index_file.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an index" * 100)
+    with pytest.raises(UdfError) as raised:
+        faiss_index.load_current(context_for(synthetic_catalog))
+    message = str(raised.value)
+    assert str(index_file) in message and "corrupt or truncated" in message
+    assert "python bootstrap.py rollback" in message
+    assert current_target(synthetic_catalog) == f"versions/{manifest['version']}"
+
+
+def test_changed_store_warns_with_both_fingerprints(
+    synthetic_catalog: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    manifest = build_index(synthetic_catalog, "flat")
+    store_json = synthetic_catalog / "store" / "CURRENT" / "store.json"
+    store = json.loads(store_json.read_text())
+    store_json.write_text(json.dumps({**store, "fingerprint": "0123456789abcdef"}))
+    with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
+        faiss_index.load_current(context_for(synthetic_catalog))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert manifest["store"]["fingerprint"] in warnings[0] and "0123456789abcdef" in warnings[0]
+
+
+def test_tuning_json_parameters_are_applied_at_load(synthetic_catalog: Path) -> None:
+    manifest = build_index(synthetic_catalog, "ivf_pq_refine", nprobe=4)
+    tuning = synthetic_catalog / "index" / "versions" / manifest["version"] / "tuning.json"
+    context = context_for(synthetic_catalog)
+    assert faiss_index.load_current(context).parameters() == "nprobe=4,k_factor_rf=4"
+    tuning.write_text(json.dumps({"parameters": "nprobe=9,k_factor_rf=2"}))
+    context.resources.clear()
+    assert faiss_index.load_current(context).parameters() == "nprobe=9,k_factor_rf=2"
+
+
+@pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="this machine has a GPU")
+def test_use_gpu_without_gpu_stays_on_cpu_with_one_warning(
+    synthetic_catalog: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    build_index(synthetic_catalog, "flat")
+    with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
+        loaded = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
+        loaded.search(np.asarray(loaded.vectors[:2]), 3)
+    assert loaded.device == "cpu" and loaded.max_k is None
+    assert [r.getMessage() for r in caplog.records] == ["faiss: use_gpu is on but faiss sees no GPU; searching on CPU"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(faiss.get_num_gpus() == 0, reason="faiss sees no GPU")
+@pytest.mark.parametrize("mode", ["replicate", "shard"])
+def test_gpu_clone_matches_cpu_and_enforces_limits(
+    synthetic_catalog: Path, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    build_index(synthetic_catalog, "ivf_flat", nprobe=16)
+    cpu = faiss_index.load_current(context_for(synthetic_catalog))
+    gpu = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True, faiss_gpu_mode=mode))
+    assert gpu.device.startswith(f"gpu:{mode}:") and gpu.max_k == faiss_index.GPU_MAX_K
+    assert gpu.parameters() == "nprobe=16"
+    queries = np.asarray(cpu.vectors[:20])
+    cpu_scores, cpu_ids = cpu.search(queries, 10)
+    gpu_scores, gpu_ids = gpu.search(queries, 10)
+    assert np.mean(cpu_ids == gpu_ids) > 0.95 and np.allclose(cpu_scores, gpu_scores, atol=1e-4)
+    with pytest.raises(UdfError, match="exceeds the GPU limit of 2048"):
+        gpu.set_parameters("nprobe=4096", "faiss_set_params")
+    build_index(synthetic_catalog, "hnsw")
+    with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
+        hnsw = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
+    assert hnsw.device == "cpu" and "cannot run on GPU" in caplog.text

@@ -1,0 +1,446 @@
+"""FAISS as SQL: faiss_topk, exact_rerank, the macros, views, build script and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bootstrap
+from udfs import embedding, faiss_index, faiss_search, metrics
+from udfs.context import CatalogContext
+from udfs.faiss_index import build_index, read_store
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+MACROS = PROJECT_DIR / "sql" / "macros" / "faiss.sql"
+TOLERANCE = 1e-5
+
+
+def faiss_connection(catalog: Path, **overrides: object) -> duckdb.DuckDBPyConnection:
+    """A plain connection with the embedding, metrics and FAISS UDFs and the FAISS macros."""
+    context = CatalogContext(
+        catalog_dir=catalog,
+        settings={**embedding.DEFAULT_SETTINGS, **faiss_index.DEFAULT_SETTINGS, **overrides},
+    )
+    connection = duckdb.connect()
+    for spec in (*embedding.REGISTRY, *metrics.REGISTRY, *faiss_search.REGISTRY):
+        spec.register(connection, context)
+    for statement in duckdb.extract_statements(MACROS.read_text()):
+        connection.execute(statement)
+    return connection
+
+
+@pytest.fixture
+def connection(synthetic_catalog: Path) -> duckdb.DuckDBPyConnection:
+    connection = faiss_connection(synthetic_catalog)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def store(synthetic_catalog: Path) -> faiss_index.StoreSnapshot:
+    return read_store(synthetic_catalog)
+
+
+def perturbed_queries(vectors: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """Unit vectors near stored ones (not equal to them), like real questions near real code."""
+    rng = np.random.default_rng(seed)
+    picked = vectors[rng.choice(len(vectors), count, replace=False)]
+    queries = picked + 0.05 * rng.standard_normal(picked.shape).astype(np.float32)
+    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+
+def true_scores(metric: str, query: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    query, vectors = query.astype(np.float64), vectors.astype(np.float64)
+    if metric == "l2":
+        return -((vectors - query) ** 2).sum(axis=1)
+    if metric == "cos":
+        query = query / np.linalg.norm(query)
+        vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors @ query
+
+
+def assert_exact_top_k(hits: list[dict], ids: np.ndarray, scores: np.ndarray, k: int) -> None:
+    """``hits`` is a correct top-k of (ids, scores), whatever order equal scores came in."""
+    expected = np.sort(scores)[::-1][:k]
+    assert [hit["rank"] for hit in hits] == list(range(1, len(expected) + 1))
+    returned = np.array([hit["chunk_id"] for hit in hits], dtype=np.int64)
+    assert len(set(returned.tolist())) == len(returned)
+    reported = np.array([hit["score"] for hit in hits])
+    assert np.allclose(reported, expected, atol=TOLERANCE)
+    truth = dict(zip(ids.tolist(), scores.tolist(), strict=True))
+    assert np.allclose(reported, [truth[chunk_id] for chunk_id in returned.tolist()], atol=TOLERANCE)
+
+
+def queries_table(queries: np.ndarray, ks: list[int] | None = None) -> pa.Table:
+    """Queries as FLOAT[d] arrays (DuckDB casts them to FLOAT[] for the UDFs), one id each."""
+    dimension = queries.shape[1]
+    columns = {
+        "qid": pa.array(range(len(queries)), pa.int32()),
+        "q": pa.FixedSizeListArray.from_arrays(pa.array(queries.ravel(), pa.float32()), dimension),
+    }
+    if ks is not None:
+        columns["k"] = pa.array(ks, pa.int32())
+    return pa.table(columns)
+
+
+def topk_ids(connection: duckdb.DuckDBPyConnection, queries: np.ndarray, sql: str) -> list[list[int]]:
+    connection.register("queries", queries_table(queries))
+    rows = connection.execute(f"SELECT qid, [h.chunk_id FOR h IN ({sql})] FROM queries ORDER BY qid").fetchall()
+    return [ids for _, ids in rows]
+
+
+def recall_at(found: list[list[int]], exact: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(e.tolist())) / len(e) for f, e in zip(found, exact, strict=True)]))
+
+
+def exact_top_ids(store: faiss_index.StoreSnapshot, queries: np.ndarray, k: int) -> np.ndarray:
+    return store.ids[np.argsort(-(queries @ store.vectors.T), axis=1)[:, :k]]
+
+
+def metric_value(name: str, stat: str, **labels: str) -> float:
+    for sample in metrics.metric_samples():
+        sample_labels = {key: value for key, value in sample["labels"].items() if key != "le"}
+        if sample["metric"] == name and sample["stat"] == stat and sample_labels == labels:
+            return sample["value"]
+    return 0.0
+
+
+# --------------------------------------------------------------------------- faiss_topk
+
+
+def test_flat_topk_equals_brute_force(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    queries = np.vstack([perturbed_queries(store.vectors, 40, seed=1), store.vectors[:5]])
+    ks = [(i % 12) + 1 for i in range(len(queries))]  # k differs per row within one chunk
+    connection.register("queries", queries_table(queries, ks))
+    rows = connection.execute("SELECT qid, faiss_topk(q, k) FROM queries ORDER BY qid").fetchall()
+    for (qid, hits), query, k in zip(rows, queries, ks, strict=True):
+        assert qid is not None and len(hits) == k
+        assert_exact_top_k(hits, store.ids, true_scores("ip", query, store.vectors), k)
+
+
+@pytest.mark.parametrize("metric", ["cos", "l2"])
+def test_flat_topk_scores_follow_the_metric(synthetic_catalog: Path, connection, store, metric: str) -> None:
+    build_index(synthetic_catalog, "flat", metric=metric)
+    # Non-unit queries, so 'cos' and 'ip' would differ.
+    queries = perturbed_queries(store.vectors, 10, seed=2) * 3.0
+    connection.register("queries", queries_table(queries))
+    rows = connection.execute("SELECT faiss_topk(q, 7) FROM queries ORDER BY qid").fetchall()
+    for (hits,), query in zip(rows, queries, strict=True):
+        assert_exact_top_k(hits, store.ids, true_scores(metric, query, store.vectors), 7)
+
+
+def test_one_index_search_per_chunk_of_queries(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    before = metric_value("faiss_ann_search_duration_seconds", "count", family="flat")
+    connection.register("queries", queries_table(perturbed_queries(store.vectors, 100, seed=3)))
+    hits = connection.execute("SELECT qid, unnest(faiss_topk(q, 5), recursive := true) FROM queries").fetchall()
+    assert len(hits) == 500
+    assert metric_value("faiss_ann_search_duration_seconds", "count", family="flat") == before + 1
+
+
+def test_null_query_or_k_gives_null(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    assert connection.execute("SELECT faiss_topk(NULL::FLOAT[], 3), faiss_topk(?::FLOAT[], NULL)",
+                              [store.vectors[0].tolist()]).fetchone() == (None, None)
+    rows = connection.execute(
+        "SELECT len(faiss_topk(q, 3)) FROM (VALUES (?::FLOAT[]), (NULL), (?::FLOAT[])) AS t(q)",
+        [store.vectors[0].tolist(), store.vectors[1].tolist()],
+    ).fetchall()
+    assert rows == [(3,), (None,), (3,)]
+
+
+def test_rerank_handles_null_lists_and_ids(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    first, second, third = (int(chunk_id) for chunk_id in store.ids[:3])
+    rows = connection.execute(
+        """SELECT [h.chunk_id FOR h IN exact_rerank(?::FLOAT[], candidates, 5, 'ip')]
+           FROM (VALUES (1, [?, ?]), (2, NULL), (3, [NULL, ?]), (4, [])) AS t(row_number, candidates)
+           ORDER BY row_number""",
+        [store.vectors[0].tolist(), first, second, third],
+    ).fetchall()
+    assert rows == [([first, second],), (None,), ([third],), ([],)]
+
+
+def test_k_above_ntotal_returns_what_exists(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    query = [store.vectors[0].tolist()]
+    assert connection.execute("SELECT len(faiss_topk(?::FLOAT[], 5000))", query).fetchone() == (2000,)
+    # One probed IVF list holds fewer than k vectors: FAISS pads with -1, which must not surface.
+    build_index(synthetic_catalog, "ivf_flat", nprobe=1)
+    (hits,) = connection.execute("SELECT faiss_topk(?::FLOAT[], 1000)", query).fetchone()
+    assert 0 < len(hits) < 1000
+    assert [hit["rank"] for hit in hits] == list(range(1, len(hits) + 1))
+    assert {hit["chunk_id"] for hit in hits} <= set(store.ids.tolist())
+
+
+BAD_INPUTS = [
+    ("SELECT faiss_topk(range(12)::FLOAT[], 5)", [], "faiss_topk: q has dimension 12, the index expects 384"),
+    ("SELECT faiss_topk(?::FLOAT[], 0)", ["query"], "faiss_topk: k must be at least 1, got 0"),
+    ("SELECT faiss_topk(?::FLOAT[], -3)", ["query"], "faiss_topk: k must be at least 1, got -3"),
+    ("SELECT faiss_topk(?::FLOAT[], 3)", ["nan"], "faiss_topk: q in row 1 of this batch contains NaN"),
+    ("SELECT faiss_topk(?::FLOAT[], 3)", ["inf"], "contains NaN, infinity or NULL elements"),
+    ("SELECT faiss_topk(?::FLOAT[], 3)", ["null element"], "contains NaN, infinity or NULL elements"),
+    ("SELECT exact_rerank(?::FLOAT[], [1, 2], 3, 'dot')", ["query"],
+     "exact_rerank: metric must be one of 'ip', 'cos', 'l2', got 'dot'"),
+    ("SELECT exact_rerank(range(7)::FLOAT[], [1, 2], 3, 'ip')", [],
+     "exact_rerank: q has dimension 7, the index expects 384"),
+    ("SELECT exact_rerank(?::FLOAT[], [1, 2], 0, 'ip')", ["query"], "exact_rerank: k must be at least 1"),
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 0)", ["query"], "faiss_search: k must be at least 1, got 0"),
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 5, k_factor := 0.5)", ["query"],
+     "faiss_search: k_factor must be at least 1, got 0.5"),
+    ("SELECT faiss_set_params('bogus=1')", [],
+     "faiss_set_params: cannot set 'bogus' on this flat index (Flat); settable here: none"),
+    ("SELECT faiss_set_params('nprobe')", [],
+     "faiss_set_params: expected 'name=value[,name=value]' such as 'nprobe=32', got 'nprobe'"),
+    ("SELECT * FROM faiss_build(family := 'kd_tree')", [], "faiss_build: family must be 'auto' or one of"),
+    ("SELECT * FROM faiss_build(nlist := 0)", [], "faiss_build: nlist must be at least 1, got 0"),
+]
+
+
+@pytest.mark.parametrize(("sql", "parameters", "message"), BAD_INPUTS, ids=[m for _, _, m in BAD_INPUTS])
+def test_bad_input_is_refused_with_a_clear_message(
+    synthetic_catalog: Path, connection, store, sql: str, parameters: list[str], message: str
+) -> None:
+    build_index(synthetic_catalog, "flat")
+    query = store.vectors[0].tolist()
+    values = {
+        "query": query,
+        "nan": [float("nan"), *query[1:]],
+        "inf": [*query[:-1], float("inf")],
+        "null element": [None, *query[1:]],
+    }
+    with pytest.raises(duckdb.Error) as raised:
+        connection.execute(sql, [values[name] for name in parameters]).fetchall()
+    assert message in str(raised.value)
+
+
+def test_no_published_index_says_how_to_build_one(synthetic_catalog: Path, connection) -> None:
+    with pytest.raises(duckdb.Error) as raised:
+        connection.execute("SELECT faiss_topk(range(384)::FLOAT[], 3)").fetchall()
+    assert f"python bootstrap.py build --catalog {synthetic_catalog}" in str(raised.value)
+    assert "SELECT * FROM faiss_build()" in str(raised.value)
+
+
+def test_truncated_index_file_is_a_clear_error_and_current_stays(synthetic_catalog: Path, connection) -> None:
+    manifest = build_index(synthetic_catalog, "flat")
+    index_file = synthetic_catalog / "index" / "versions" / manifest["version"] / "index.faiss"
+    index_file.write_bytes(index_file.read_bytes()[:1000])
+    with pytest.raises(duckdb.Error) as raised:
+        connection.execute("SELECT faiss_topk(range(384)::FLOAT[], 3)").fetchall()
+    assert f"index file {index_file} is corrupt or truncated" in str(raised.value)
+    assert os.readlink(synthetic_catalog / "index" / "CURRENT") == f"versions/{manifest['version']}"
+
+
+# --------------------------------------------------------------------------- exact_rerank
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_exact_rerank_equals_brute_force_over_the_candidates(synthetic_catalog: Path, connection, data) -> None:
+    if faiss_index.current_version(synthetic_catalog) is None:
+        build_index(synthetic_catalog, "flat")
+    loaded = faiss_index.load_current(CatalogContext(catalog_dir=synthetic_catalog))
+    known_ids = set(loaded.ids.tolist())
+    known = st.sampled_from(sorted(known_ids))
+    unknown = st.integers(1, 2**62).filter(lambda chunk_id: chunk_id not in known_ids)
+    row = st.fixed_dictionaries({
+        "query_row": st.integers(0, loaded.ntotal - 1),
+        "candidates": st.lists(st.one_of(known, known, known, unknown), max_size=40),  # some repeats, 1/4 unknown
+        "k": st.integers(1, 25),
+        "metric": st.sampled_from(["ip", "cos", "l2"]),
+        "scale": st.sampled_from([1.0, 2.5]),  # non-unit queries tell 'ip' from 'cos'
+    })
+    rows = data.draw(st.lists(row, min_size=1, max_size=5))
+    queries = np.stack([np.asarray(loaded.vectors[r["query_row"]]) * r["scale"] + 0.01 for r in rows])
+    table = queries_table(queries)
+    table = table.append_column("candidates", pa.array([r["candidates"] for r in rows], pa.list_(pa.int64())))
+    table = table.append_column("k", pa.array([r["k"] for r in rows], pa.int32()))
+    table = table.append_column("metric", pa.array([r["metric"] for r in rows]))
+    connection.register("rerank_input", table)
+    results = connection.execute(
+        "SELECT exact_rerank(q, candidates, k, metric) FROM rerank_input ORDER BY qid"
+    ).fetchall()
+    for (hits,), query, spec in zip(results, queries, rows, strict=True):
+        candidate_ids = np.array(sorted(set(spec["candidates"]) & known_ids), dtype=np.int64)
+        vectors = np.asarray(loaded.vectors[loaded.rows_of(candidate_ids)[0]]).reshape(-1, queries.shape[1])
+        assert_exact_top_k(hits, candidate_ids, true_scores(spec["metric"], query, vectors), spec["k"])
+
+
+def test_rerank_counts_unknown_ids_and_reports_refine_metrics(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    unknown_before = metric_value("faiss_rerank_unknown_ids", "total")
+    refine_before = metric_value("faiss_refine_duration_seconds", "count")
+    ratio_before = metric_value("faiss_refine_kept_ratio", "count")
+    candidates = [int(store.ids[0]), 7, int(store.ids[1]), int(store.ids[0]), 11]
+    (hits,) = connection.execute(
+        "SELECT exact_rerank(?::FLOAT[], ?, 5, 'ip')", [store.vectors[0].tolist(), candidates]
+    ).fetchone()
+    assert [hit["chunk_id"] for hit in hits] == [int(store.ids[0]), int(store.ids[1])]
+    assert metric_value("faiss_rerank_unknown_ids", "total") == unknown_before + 2
+    assert metric_value("faiss_refine_duration_seconds", "count") == refine_before + 1
+    assert metric_value("faiss_refine_kept_ratio", "count") == ratio_before + 1
+
+
+# --------------------------------------------------------------------------- approximate families
+
+
+@pytest.mark.parametrize(
+    ("family", "params"),
+    [
+        ("ivf_flat", {"nprobe": 32}),
+        ("hnsw", {"ef_search": 128}),
+        ("ivf_pq_refine", {"nprobe": 32, "refine_k_factor": 8}),
+    ],
+)
+def test_approximate_family_recall(synthetic_catalog: Path, connection, store, family: str, params: dict) -> None:
+    build_index(synthetic_catalog, family, **params)
+    queries = perturbed_queries(store.vectors, 100, seed=4)
+    found = topk_ids(connection, queries, "faiss_topk(q, 10)")
+    assert recall_at(found, exact_top_ids(store, queries, 10)) >= 0.9
+
+
+def test_rerank_with_k_factor_improves_ivf_pq_recall(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "ivf_pq", nprobe=32)
+    queries = perturbed_queries(store.vectors, 100, seed=5)
+    exact = exact_top_ids(store, queries, 10)
+    plain = recall_at(topk_ids(connection, queries, "faiss_topk(q, 10)"), exact)
+    reranked = recall_at(
+        topk_ids(connection, queries,
+                 "exact_rerank(q, [c.chunk_id FOR c IN faiss_topk(q, 40)], 10, 'ip')"),
+        exact,
+    )
+    assert reranked > plain + 0.2 and reranked >= 0.7
+    # The macro with k_factor 4 is the same pipeline for one query.
+    one = queries[0].tolist()
+    macro = connection.execute(
+        "SELECT chunk_id FROM faiss_search(?::FLOAT[], k := 10, k_factor := 4)", [one]
+    ).fetchall()
+    batch = topk_ids(connection, queries[:1], "exact_rerank(q, [c.chunk_id FOR c IN faiss_topk(q, 40)], 10, 'ip')")
+    assert [chunk_id for (chunk_id,) in macro] == batch[0]
+
+
+# --------------------------------------------------------------------------- macros and control UDFs
+
+
+def test_faiss_search_with_embed(synthetic_catalog: Path, connection) -> None:
+    build_index(synthetic_catalog, "flat")
+    rows = connection.execute("SELECT * FROM faiss_search(embed('parse a config file'), k := 10)").fetchall()
+    assert [rank for rank, _, _ in rows] == list(range(1, 11))
+    scores = [score for _, _, score in rows]
+    assert scores == sorted(scores, reverse=True)
+    (direct,) = connection.execute("SELECT faiss_topk(embed('parse a config file'), 10)").fetchone()
+    assert [(h["rank"], h["chunk_id"], h["score"]) for h in direct] == rows
+
+
+def test_lateral_faiss_search_over_a_batch_matches_faiss_topk(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "flat")
+    connection.register("queries", queries_table(perturbed_queries(store.vectors, 50, seed=7)))
+    lateral = connection.execute(
+        "SELECT qid, r.rank, r.chunk_id FROM queries, LATERAL faiss_search(q, k := 3) AS r ORDER BY qid, r.rank"
+    ).fetchall()
+    select_list = connection.execute(
+        "SELECT qid, h.rank, h.chunk_id FROM (SELECT qid, unnest(faiss_topk(q, 3)) AS h FROM queries) "
+        "ORDER BY qid, h.rank"
+    ).fetchall()
+    assert lateral == select_list and len(lateral) == 150
+
+
+def test_set_params_applies_to_the_loaded_index(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "ivf_flat", nprobe=1)
+    queries = perturbed_queries(store.vectors, 30, seed=6)
+    exact = exact_top_ids(store, queries, 10)
+    narrow = recall_at(topk_ids(connection, queries, "faiss_topk(q, 10)"), exact)
+    assert connection.execute("SELECT faiss_set_params('nprobe=51')").fetchone() == ("nprobe=51",)
+    assert connection.execute("SELECT parameters FROM faiss_index_info()").fetchone() == ("nprobe=51",)
+    assert recall_at(topk_ids(connection, queries, "faiss_topk(q, 10)"), exact) == 1.0 > narrow
+
+
+def test_index_info_row(synthetic_catalog: Path, connection) -> None:
+    manifest = build_index(synthetic_catalog, "hnsw", ef_search=40)
+    rows = connection.execute("SELECT * FROM faiss_index_info()").fetchall()
+    names = [column[0] for column in connection.description]
+    assert names == ["version", "family", "factory", "ntotal", "dimension", "metric", "device", "parameters",
+                     "store_fingerprint", "built_at"]
+    (row,) = rows
+    assert row[:9] == (manifest["version"], "hnsw", "HNSW32,Flat", 2000, 384, "ip", "cpu", "efSearch=40",
+                       manifest["store"]["fingerprint"])
+    assert row[9].isoformat().startswith(manifest["built_at"][:19])
+
+
+def test_build_script_takes_its_parameters_from_variables(synthetic_catalog: Path, connection) -> None:
+    script = PROJECT_DIR / "sql" / "build_index.sql"
+    result = bootstrap.run_script(connection, script, {"family": "ivf_flat", "nlist": 16, "publish": False})
+    manifest = dict(result.fetchall())
+    assert (manifest["family"], manifest["factory"], manifest["ntotal"]) == ("ivf_flat", "IVF16,Flat", "2000")
+    assert json.loads(manifest["build_parameters"])["nlist"] == 16
+    assert faiss_index.current_version(synthetic_catalog) is None
+    assert len(faiss_index.list_versions(synthetic_catalog)["versions"]) == 1
+
+    connection.execute("RESET VARIABLE publish")
+    manifest = dict(bootstrap.run_script(connection, script, {"family": "flat"}).fetchall())
+    assert faiss_index.current_version(synthetic_catalog) == manifest["version"]
+    assert manifest["family_reason"] == "requested explicitly (family='flat')"
+
+
+def test_faiss_build_reads_faiss_settings_and_arguments_override_them(synthetic_catalog: Path) -> None:
+    connection = faiss_connection(synthetic_catalog, faiss_nlist=8, faiss_metric="cos")
+    built = dict(connection.execute("SELECT * FROM faiss_build(family := 'ivf_flat')").fetchall())
+    assert (built["factory"], built["metric"]) == ("IVF8,Flat", "cos")
+    built = dict(connection.execute("SELECT * FROM faiss_build(family := 'ivf_flat', nlist := 4)").fetchall())
+    assert (built["factory"], built["metric"]) == ("IVF4,Flat", "cos")
+    connection.close()
+
+
+def test_metrics_serve_exports_the_registry(synthetic_catalog: Path, connection) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (url,) = connection.execute("SELECT metrics_serve(?)", [port]).fetchone()
+    assert url.endswith(f":{port}/metrics")
+    assert connection.execute("SELECT metrics_serve(?)", [port]).fetchone() == (url,)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert "faiss_ann_search_duration_seconds" in response.read().decode()
+    with pytest.raises(duckdb.Error, match="port must be between 1 and 65535"):
+        connection.execute("SELECT metrics_serve(0)").fetchall()
+    rows = connection.execute("SELECT DISTINCT metric FROM faiss_metrics() ORDER BY metric").fetchall()
+    assert ("faiss_refine_kept_ratio",) in rows
+
+
+# --------------------------------------------------------------------------- views
+
+
+def test_views_show_indexed_unindexed_and_orphan_chunks(
+    synthetic_catalog: Path, connection, synthetic_table: pa.Table, tmp_path: Path
+) -> None:
+    build_index(synthetic_catalog, "flat")
+    bootstrap.apply_views(connection, synthetic_catalog)
+    assert connection.execute("SELECT count(*), count(DISTINCT chunk_id) FROM v_faiss_idmap").fetchone() == (
+        2000, 2000,
+    )
+    assert connection.execute("SELECT count(*), bool_and(indexed) FROM v_faiss_join").fetchone() == (2000, True)
+    assert connection.execute("SELECT count(*) FROM v_faiss_orphan_ids").fetchone() == (0,)
+
+    # A new store version drops 100 chunks and adds 30; the index still holds the old ones.
+    dropped = synthetic_table.slice(0, 100).column("id").to_pylist()
+    added = synthetic_table.slice(100, 30).set_column(
+        0, "id", pa.array([10**15 + i for i in range(30)], pa.int64())
+    )
+    changed = pa.concat_tables([synthetic_table.slice(100), added])
+    pq.write_table(changed, tmp_path / "changed.parquet")
+    bootstrap.import_chunks(tmp_path / "changed.parquet", synthetic_catalog)
+    orphans = connection.execute("SELECT chunk_id FROM v_faiss_orphan_ids ORDER BY chunk_id").fetchall()
+    assert [chunk_id for (chunk_id,) in orphans] == sorted(dropped)
+    unindexed = connection.execute("SELECT id, faiss_row FROM v_faiss_join WHERE NOT indexed ORDER BY id")
+    assert unindexed.fetchall() == [(10**15 + i, None) for i in range(30)]

@@ -1,0 +1,305 @@
+"""FAISS as SQL: the UDFs over the published index of the catalog.
+
+* ``faiss_topk(q FLOAT[], k INTEGER) -> STRUCT(rank INTEGER, chunk_id BIGINT, score FLOAT)[]``:
+  approximate (or, for Flat, exact) top-k; one ``index.search`` per DuckDB chunk of query
+  rows.  ``score`` is a similarity, higher is better: the inner product for 'ip' and 'cos'
+  indexes, the negated squared L2 distance for 'l2'.  ``rank`` starts at 1.  A NULL query or
+  k gives NULL; k above the index size returns every vector there is.  FLOAT[384] arrays
+  (``embed()``) are accepted: DuckDB casts ARRAY to LIST.
+* ``exact_rerank(q, candidate_ids BIGINT[], k, metric)``: exact scores of the candidates from
+  the stored vectors (metric 'ip', 'cos' or 'l2'), top k of them; unknown or repeated ids
+  are dropped (unknown ones counted in ``faiss_rerank_unknown_ids_total``).
+* ``faiss_set_params('nprobe=32')``: apply a faiss ParameterSpace string to the loaded index
+  of this connection (until CURRENT changes); returns the resulting parameters.
+* ``faiss_index_info()``: the loaded version's facts as a STRUCT (the table macro of the
+  same name gives it as a row).
+* ``faiss_build(family, options_json)``: build and publish a version; returns the manifest
+  as JSON (the table macro of the same name and ``sql/build_index.sql`` give it as rows).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from udfs.context import CatalogContext
+from udfs.faiss_index import DEFAULT_SETTINGS, build_index, build_settings, load_current
+from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS
+from udfs.registry import UdfError, UdfSpec
+
+# DEFAULT_SETTINGS is re-exported: bootstrap collects it from every UDF family module.
+__all__ = ["DEFAULT_SETTINGS", "REGISTRY", "exact_rerank", "faiss_topk"]
+
+HITS_TYPE = "STRUCT(rank INTEGER, chunk_id BIGINT, score FLOAT)[]"
+_HITS_ARROW_TYPE = pa.list_(pa.struct([("rank", pa.int32()), ("chunk_id", pa.int64()), ("score", pa.float32())]))
+RERANK_METRICS = ("ip", "cos", "l2")
+_COS, _L2 = RERANK_METRICS.index("cos"), RERANK_METRICS.index("l2")
+# Candidates scored per gather from vectors.npy: bounds the temporary copy (64k x d floats)
+# however large k * k_factor and the chunk are.
+_SCORE_BLOCK = 65_536
+
+
+def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _query_matrix(queries: pa.ListArray, dimension: int, function: str) -> tuple[np.ndarray, np.ndarray]:
+    """A numpy view over the non-NULL query lists, shape (present rows, d), and the mask of those rows."""
+    present = queries.is_valid().to_numpy(zero_copy_only=False)
+    lengths = pc.list_value_length(queries).fill_null(dimension).to_numpy()
+    wrong = np.flatnonzero(lengths != dimension)
+    if wrong.size:
+        raise UdfError(f"{function}: q has dimension {lengths[wrong[0]]}, the index expects {dimension}")
+    # flatten() skips NULL lists and honours slicing; without NULL elements this is zero-copy.
+    matrix = queries.flatten().to_numpy(zero_copy_only=False).reshape(-1, dimension)
+    finite = np.isfinite(matrix).all(axis=1)
+    if not finite.all():
+        row = np.flatnonzero(present)[np.flatnonzero(~finite)[0]]
+        raise UdfError(
+            f"{function}: q in row {row + 1} of this batch contains NaN, infinity or NULL elements; "
+            "pass finite floats"
+        )
+    return matrix, present
+
+
+def _k_values(ks: pa.Array, function: str) -> tuple[np.ndarray, np.ndarray]:
+    present = ks.is_valid().to_numpy(zero_copy_only=False)
+    values = ks.fill_null(1).to_numpy().astype(np.int64)
+    if (values < 1).any():
+        raise UdfError(f"{function}: k must be at least 1, got {values[values < 1][0]}")
+    return values, present
+
+
+def _hits_array(
+    present: np.ndarray, counts: np.ndarray, ranks: np.ndarray, ids: np.ndarray, scores: np.ndarray
+) -> pa.Array:
+    """``STRUCT(rank, chunk_id, score)[]`` from flat numpy columns; ``counts`` per present row, else NULL."""
+    sizes = np.zeros(len(present), dtype=np.int64)
+    sizes[present] = counts
+    offsets = np.zeros(len(present) + 1, dtype=np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    hits = pa.StructArray.from_arrays(
+        [pa.array(ranks, pa.int32()), pa.array(ids, pa.int64()), pa.array(scores, pa.float32())],
+        fields=list(_HITS_ARROW_TYPE.value_type),
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets), hits, mask=pa.array(~present))
+
+
+def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) -> pa.Array:
+    loaded = load_current(context)
+    matrix, q_present = _query_matrix(_combined(q), loaded.dimension, "faiss_topk")
+    k_values, k_present = _k_values(_combined(k), "faiss_topk")
+    present = q_present & k_present
+    if not k_present.all():
+        matrix = matrix[k_present[q_present]]
+    row_k = k_values[present]
+    if not present.any():
+        return pa.nulls(len(present), _HITS_ARROW_TYPE)
+    # One search at the largest k of the chunk, trimmed per row below.
+    k_search = int(min(row_k.max(), loaded.ntotal))
+    if loaded.max_k is not None and k_search > loaded.max_k:
+        raise UdfError(
+            f"faiss_topk: k={k_search} exceeds the GPU limit of {loaded.max_k}; lower k or turn use_gpu off"
+        )
+    scores, labels = loaded.search(matrix, k_search)
+    keep = (labels != -1) & (np.arange(k_search) < row_k[:, None])
+    ranks = np.cumsum(keep, axis=1, dtype=np.int32)[keep]
+    return _hits_array(present, keep.sum(axis=1), ranks, labels[keep], scores[keep])
+
+
+def _metric_codes(metrics: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    unknown = sorted(set(pc.unique(metrics).to_pylist()) - {None, *RERANK_METRICS})
+    if unknown:
+        allowed = ", ".join(map(repr, RERANK_METRICS))
+        raise UdfError(f"exact_rerank: metric must be one of {allowed}, got {unknown[0]!r}")
+    codes = pc.index_in(metrics, value_set=pa.array(RERANK_METRICS)).fill_null(0).to_numpy()
+    return codes, metrics.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length; zero rows stay zero, as faiss.normalize_L2 leaves them."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return matrix / np.where(norms > 0, norms, 1)
+
+
+def _exact_scores(
+    vectors: np.ndarray, rows: np.ndarray, row_queries: np.ndarray, owners: np.ndarray, codes: np.ndarray
+) -> np.ndarray:
+    """Similarity of each candidate (vector row ``rows[i]``) to the query of its row ``owners[i]``."""
+    scores = np.empty(len(rows), dtype=np.float32)
+    for start in range(0, len(rows), _SCORE_BLOCK):
+        block = slice(start, start + _SCORE_BLOCK)
+        candidates = np.asarray(vectors[rows[block]], dtype=np.float32)
+        queries = row_queries[owners[block]]
+        metric = codes[owners[block]]
+        cos, l2 = metric == _COS, metric == _L2
+        if cos.any():
+            candidates[cos] = _unit_rows(candidates[cos])
+        block_scores = np.einsum("ij,ij->i", candidates, queries)
+        if l2.any():
+            difference = candidates[l2] - queries[l2]
+            block_scores[l2] = -np.einsum("ij,ij->i", difference, difference)
+        scores[block] = block_scores
+    return scores
+
+
+def _run_starts(sorted_owners: np.ndarray) -> np.ndarray:
+    """For each element of a sorted owner array, the index where its owner's run begins."""
+    return np.searchsorted(sorted_owners, sorted_owners, side="left")
+
+
+def exact_rerank(
+    context: CatalogContext,
+    q: pa.ChunkedArray,
+    candidate_ids: pa.ChunkedArray,
+    k: pa.ChunkedArray,
+    metric: pa.ChunkedArray,
+) -> pa.Array:
+    started = time.perf_counter()
+    loaded = load_current(context)
+    candidates = _combined(candidate_ids)
+    codes, metric_present = _metric_codes(_combined(metric))
+    matrix, q_present = _query_matrix(_combined(q), loaded.dimension, "exact_rerank")
+    k_values, k_present = _k_values(_combined(k), "exact_rerank")
+    present = q_present & k_present & metric_present & candidates.is_valid().to_numpy(zero_copy_only=False)
+
+    row_queries = np.zeros((len(present), loaded.dimension), dtype=np.float32)
+    row_queries[q_present] = matrix
+    row_queries[codes == _COS] = _unit_rows(row_queries[codes == _COS])
+
+    # One entry per candidate: owning row, chunk id, position in its list.  flatten() skips NULL
+    # lists, whose length counts as 0 here (list_parent_indices would not skip their values).
+    # NULL ids become 0, which is never a chunk id, so they drop out with the unknown ones.
+    lengths = pc.list_value_length(candidates).fill_null(0).to_numpy()
+    owners = np.repeat(np.arange(len(present)), lengths)
+    chunk_ids = candidates.flatten().fill_null(0).to_numpy()
+    positions = np.arange(len(owners)) - _run_starts(owners)
+    vector_rows, found = loaded.rows_of(chunk_ids)
+    usable = present[owners]
+    unknown = int((usable & ~found).sum())
+    if unknown:
+        RERANK_UNKNOWN_IDS.inc(unknown)
+    keep = np.flatnonzero(usable & found)
+    # A repeated id in one list counts once, at its first position.
+    by_id = keep[np.lexsort((positions[keep], chunk_ids[keep], owners[keep]))]
+    repeated = np.zeros(len(by_id), dtype=bool)
+    repeated[1:] = (owners[by_id[1:]] == owners[by_id[:-1]]) & (chunk_ids[by_id[1:]] == chunk_ids[by_id[:-1]])
+    keep = by_id[~repeated]
+    owners, chunk_ids, positions, vector_rows = (
+        owners[keep],
+        chunk_ids[keep],
+        positions[keep],
+        vector_rows[keep],
+    )
+
+    scores = _exact_scores(loaded.vectors, vector_rows, row_queries, owners, codes)
+    # Best first within each row; equal scores by ascending id so results are deterministic.
+    order = np.lexsort((chunk_ids, -scores, owners))
+    owners, chunk_ids, positions, scores = owners[order], chunk_ids[order], positions[order], scores[order]
+    ranks = np.arange(len(owners)) - _run_starts(owners) + 1
+    row_k = k_values[owners]
+    selected = ranks <= row_k
+
+    ann_top_k = positions < row_k
+    if ann_top_k.any():
+        REFINE_KEPT_RATIO.observe(float((selected & ann_top_k).sum() / ann_top_k.sum()))
+    REFINE_SECONDS.observe(time.perf_counter() - started)
+    counts = np.bincount(owners[selected], minlength=len(present))[present]
+    return _hits_array(present, counts, ranks[selected], chunk_ids[selected], scores[selected])
+
+
+def _faiss_set_params(context: CatalogContext, params: str) -> str:
+    return load_current(context).set_parameters(params, "faiss_set_params")
+
+
+def _faiss_index_info(context: CatalogContext) -> dict[str, Any]:
+    loaded = load_current(context)
+    return {
+        "version": loaded.version,
+        "family": loaded.family,
+        "factory": loaded.manifest["factory"],
+        "ntotal": loaded.ntotal,
+        "dimension": loaded.dimension,
+        "metric": loaded.metric,
+        "device": loaded.device,
+        "parameters": loaded.parameters(),
+        "store_fingerprint": loaded.manifest["store"]["fingerprint"],
+        "built_at": loaded.manifest["built_at"],
+    }
+
+
+def _faiss_build(context: CatalogContext, family: str, options: str) -> str:
+    try:
+        requested = json.loads(options)
+    except json.JSONDecodeError as error:
+        raise UdfError(
+            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}' ({error})"
+        ) from error
+    if not isinstance(requested, dict):
+        raise UdfError(
+            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}', got {options!r}"
+        )
+    publish = requested.pop("publish", None)
+    params = {
+        **build_settings(context.settings),
+        **{name: value for name, value in requested.items() if value is not None},
+    }
+    manifest = build_index(
+        context.catalog_dir, family, publish=True if publish is None else bool(publish), **params
+    )
+    return json.dumps(manifest)
+
+
+REGISTRY: tuple[UdfSpec, ...] = (
+    UdfSpec(
+        name="faiss_topk",
+        function=faiss_topk,
+        parameters=("FLOAT[]", "INTEGER"),
+        return_type=HITS_TYPE,
+        null_handling="special",
+        doc="Top-k chunks of the published index per query vector (rank from 1, higher score is better).",
+    ),
+    UdfSpec(
+        name="exact_rerank",
+        function=exact_rerank,
+        parameters=("FLOAT[]", "BIGINT[]", "INTEGER", "VARCHAR"),
+        return_type=HITS_TYPE,
+        null_handling="special",
+        doc="Exact top-k of candidate chunk ids by metric 'ip', 'cos' or 'l2' over the stored vectors.",
+    ),
+    UdfSpec(
+        name="faiss_set_params",
+        function=_faiss_set_params,
+        parameters=("VARCHAR",),
+        return_type="VARCHAR",
+        kind="native",
+        side_effects=True,
+        doc="Apply a faiss ParameterSpace string ('nprobe=32', 'efSearch=128', 'k_factor_rf=8').",
+    ),
+    UdfSpec(
+        name="faiss_index_info",
+        function=_faiss_index_info,
+        parameters=(),
+        return_type=(
+            "STRUCT(version VARCHAR, family VARCHAR, factory VARCHAR, ntotal BIGINT, dimension INTEGER, "
+            "metric VARCHAR, "
+            "device VARCHAR, parameters VARCHAR, store_fingerprint VARCHAR, built_at VARCHAR)"
+        ),
+        kind="native",
+        doc="Facts about the published index as loaded by this connection.",
+    ),
+    UdfSpec(
+        name="faiss_build",
+        function=_faiss_build,
+        parameters=("VARCHAR", "VARCHAR"),
+        return_type="VARCHAR",
+        kind="native",
+        side_effects=True,
+        doc="Build (and unless options.publish is false, publish) an index version; returns the manifest.",
+    ),
+)
