@@ -35,6 +35,7 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokens import TokenType
 
+from udfs import faiss_index
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec, check_unique
 
@@ -625,6 +626,26 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_argument("parquet")
     with_catalog(import_cmd)
 
+    build = commands.add_parser("build", help="build and publish a FAISS index over the current store "
+                                "(runs sql/build_index.sql)")
+    with_catalog(build)
+    build.add_argument("--family", default="auto", choices=("auto", *faiss_index.FAMILIES))
+    build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                       help="build option, e.g. nlist=256, pq_m=48, metric=cos, publish=false (repeatable)")
+
+    for name, text in (("versions", "list index versions and which one is CURRENT"),
+                       ("publish", "make an index version CURRENT"),
+                       ("rollback", "make the previous (or a named) index version CURRENT"),
+                       ("gc", "delete old index versions, never CURRENT")):
+        lifecycle = commands.add_parser(name, help=text)
+        with_catalog(lifecycle)
+        if name == "publish":
+            lifecycle.add_argument("version")
+        elif name == "rollback":
+            lifecycle.add_argument("--to", metavar="VERSION")
+        elif name == "gc":
+            lifecycle.add_argument("--keep", type=positive_int, default=3)
+
     sql_cmd = commands.add_parser("sql", help="run a SQL script and print its result")
     sql_cmd.add_argument("script")
     with_catalog(sql_cmd)
@@ -661,12 +682,42 @@ def command_demo(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     result = command_ingest_run(stdlib, args.catalog, include, DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_CHUNK_CHARS,
                                 settings)
     LOG.info("demo store: %s", result.store)
+    manifest = build_index(args.catalog, settings=settings)
+    LOG.info("demo index: %s %s over %s chunks (%s)", manifest["family"], manifest["factory"], manifest["ntotal"],
+             manifest["family_reason"])
     connection = connect(args.catalog, settings=settings)
     try:
         print_relation(run_script(connection, SQL_DIR / "report_modules.sql"))
         print_relation(run_script(connection, SQL_DIR / "report_demo_search.sql"))
     finally:
         connection.close()
+
+
+def build_index(catalog: str | os.PathLike[str], family: str = "auto", options: Mapping[str, Any] | None = None,
+                settings: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Build and publish an index through ``sql/build_index.sql``; re-apply the index views; return the manifest."""
+    connection = connect(catalog, settings=settings)
+    try:
+        manifest = run_script(connection, SQL_DIR / "build_index.sql", {"family": family, **(options or {})})
+        apply_views(connection, Path(catalog).expanduser().resolve())
+        return dict(manifest.fetchall()) if manifest is not None else {}
+    finally:
+        connection.close()
+
+
+def index_lifecycle(args: argparse.Namespace) -> dict[str, Any]:
+    catalog = Path(args.catalog).expanduser().resolve()
+    if args.command == "versions":
+        return faiss_index.list_versions(catalog)
+    if args.command == "publish":
+        return faiss_index.publish(catalog, args.version)
+    if args.command == "rollback":
+        return faiss_index.rollback(catalog, to=args.to)
+    return faiss_index.gc(catalog, keep=args.keep)
+
+
+def refresh_views(catalog: str | os.PathLike[str], settings: Mapping[str, Any] | None) -> None:
+    connect(catalog, settings=settings).close()
 
 
 def command_ingest_run(repo: Path | str, catalog: str, include: list[str], max_file_bytes: int,
@@ -698,6 +749,12 @@ def main(argv: list[str] | None = None) -> int:
             result = import_chunks(args.parquet, args.catalog, settings=settings)
             LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",
                      result.manifest["chunk_count"], result.manifest["dimension"], result.store)
+        elif args.command == "build":
+            manifest = build_index(args.catalog, args.family, parse_assignments(args.option, "--option"), settings)
+            print(json.dumps(manifest, indent=2))
+        elif args.command in ("versions", "publish", "rollback", "gc"):
+            print(json.dumps(index_lifecycle(args), indent=2, default=str))
+            refresh_views(args.catalog, settings)
         elif args.command == "sql":
             connection = connect(args.catalog, settings=settings)
             try:

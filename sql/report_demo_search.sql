@@ -1,5 +1,5 @@
-/* Sample semantic search over the demo store: for a few questions, the three chunks whose
-   embeddings have the highest inner product with the question's embedding. */
+/* Sample semantic search over the demo store: for a few questions, the three chunks the
+   published FAISS index ranks highest (faiss_search, one batched LATERAL search). */
 WITH questions(question) AS (
     VALUES
         ('parse a JSON document from a string'),
@@ -12,12 +12,11 @@ embedded AS (
 )
 SELECT
     e.question AS question,
+    hit.rank AS rank,
     c.uri || ':' || c.start_line || '-' || c.end_line AS location,
     c.symbols AS symbols,
-    array_inner_product(c.embedding, e.query_vector)::DECIMAL(5, 3) AS score
-FROM embedded AS e
-CROSS JOIN chunks AS c
-QUALIFY row_number() OVER (
-    PARTITION BY e.question ORDER BY array_inner_product(c.embedding, e.query_vector) DESC
-) <= 3
-ORDER BY question, score DESC;
+    hit.score::DECIMAL(5, 3) AS score
+FROM embedded AS e,
+LATERAL faiss_search(e.query_vector, k := 3) AS hit
+JOIN chunks AS c ON c.id = hit.chunk_id
+ORDER BY question, rank;
