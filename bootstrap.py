@@ -47,7 +47,8 @@ VIEWS_DIR = PROJECT_DIR / "views"
 MACROS_DIR = SQL_DIR / "macros"
 
 #: UDF families in registration order; a later family may call an earlier one's UDFs.
-UDF_FAMILIES = ("udfs.chunking", "udfs.embedding", "udfs.metrics", "udfs.faiss_search")
+UDF_FAMILIES = ("udfs.chunking", "udfs.embedding", "udfs.metrics", "udfs.faiss_search", "udfs.explain",
+                "udfs.evaluation")
 #: Extensions loaded on every connection, from their PyPI packages when offline.
 EXTENSIONS = ("fts", "vss")
 #: Table functions whose first argument is a file path or glob, resolved against the catalog.
@@ -561,7 +562,7 @@ def check_chunk_schema(path: Path) -> int:
 
 def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: dict[str, Any],
                 settings: Mapping[str, Any] | None, embedder_of: Any, dimension_of: Any) -> IngestResult:
-    """Run a store-writing script into a staging directory, derive its metadata, then publish.
+    """Stage chunks with ``script``, write them and their metadata to a staging directory, then publish.
 
     Nothing is published unless every step completed; an unchanged store (same
     fingerprint) keeps the current version so ids, pools and indexes stay comparable.
@@ -570,12 +571,15 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
     connection = connect(catalog, settings=settings)
     try:
         with staging_directory(store_root(catalog) / "versions") as staging:
-            staged = {**parameters, "staging_dir": str(staging) + os.sep,
-                      "arrow_schema": arrow_schema_metadata(int(dimension_of(connection)))}
-            report = run_script(connection, script, staged)
+            staging_dir = str(staging) + os.sep
+            report = run_script(connection, script, {**parameters, "staging_dir": staging_dir})
             file_report = [(str(s), int(n)) for s, n in report.fetchall()] if report is not None else []
+            run_script(connection, SQL_DIR / "write_chunk_store.sql", {
+                "staging_dir": staging_dir,
+                "arrow_schema": arrow_schema_metadata(int(dimension_of(connection))),
+            })
             run_script(connection, SQL_DIR / "derive_store_metadata.sql",
-                       {"staging_dir": staged["staging_dir"], "embedder": embedder_of(connection)})
+                       {"staging_dir": staging_dir, "embedder": embedder_of(connection)})
             manifest = read_store_manifest(staging)
             previous = current_store(catalog)
             if previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]:

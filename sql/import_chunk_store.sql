@@ -1,9 +1,9 @@
 /* Import a user's own chunks and embeddings as a chunk store.
 
    Parameters: source_path (a Parquet file with the chunk-store columns, its schema
-   already checked by the caller; any embedding dimension), arrow_schema (its ARROW:schema
-   footer value) and staging_dir.  Rows breaking a rule stop the import with a message naming
-   the rule; nothing is published then.  Writes chunks.parquet and files.parquet. */
+   already checked by the caller; any embedding dimension) and staging_dir.  Rows breaking
+   a rule stop the import with a message naming the rule; nothing is published then.
+   Writes files.parquet and leaves the temp view staged_chunks for write_chunk_store.sql. */
 
 SELECT error('import: ' || count(*) || ' rows have a NULL or negative id; ids must be non-negative BIGINTs')
 FROM read_parquet(getvariable('source_path')) AS s
@@ -22,27 +22,9 @@ WHERE s.uri IS NULL OR s.content IS NULL OR s.embedding IS NULL
    OR s.start_byte IS NULL OR s.end_byte IS NULL OR s.end_byte < s.start_byte
 HAVING count(*) > 0;
 
-COPY (
-    SELECT
-        s.id::BIGINT AS id,
-        s.uri::VARCHAR AS uri,
-        s.start_byte::BIGINT AS start_byte,
-        s.end_byte::BIGINT AS end_byte,
-        s.start_line::INTEGER AS start_line,
-        s.end_line::INTEGER AS end_line,
-        s.language::VARCHAR AS language,
-        s.kind::VARCHAR AS kind,
-        coalesce(s.symbols, [])::VARCHAR[] AS symbols,
-        s.content::VARCHAR AS content,
-        s.embedding AS embedding
-    FROM read_parquet(getvariable('source_path')) AS s
-    ORDER BY s.uri, s.start_byte
-) TO (getvariable('staging_dir') || 'chunks.parquet') (
-    FORMAT parquet,
-    COMPRESSION zstd,
-    -- Lets Arrow readers restore embedding as FixedSizeList(float32); DuckDB reads a list.
-    KV_METADATA {'ARROW:schema': getvariable('arrow_schema')}
-);
+CREATE OR REPLACE TEMP VIEW staged_chunks AS
+SELECT * REPLACE (coalesce(s.symbols, []) AS symbols)
+FROM read_parquet(getvariable('source_path')) AS s;
 
 COPY (
     SELECT
@@ -52,7 +34,7 @@ COPY (
         'chunked' AS status,
         count(*)::BIGINT AS chunk_count,
         coalesce(max(c.end_line), 0)::BIGINT AS line_count
-    FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS c
+    FROM staged_chunks AS c
     GROUP BY c.uri
     ORDER BY c.uri
 ) TO (getvariable('staging_dir') || 'files.parquet') (FORMAT parquet, COMPRESSION zstd);

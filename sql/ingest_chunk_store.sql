@@ -6,10 +6,9 @@
      ignored_directories  directory names never ingested (.git, node_modules, vendor, ...)
      max_file_bytes       larger files are skipped
      max_chunk_chars      chunk budget in non-whitespace characters
-     arrow_schema         ARROW:schema footer value for chunks.parquet
-     staging_dir          where chunks.parquet and files.parquet are written; the caller
-                          runs derive_store_metadata.sql next and publishes the directory
-                          only when both scripts have completed
+     staging_dir          where files.parquet is written
+   Leaves the temp view staged_chunks for write_chunk_store.sql; the caller publishes the
+   staging directory only when that and derive_store_metadata.sql have completed.
    Returns the number of files per status. */
 
 SELECT CASE WHEN count(*) = 0 THEN error(
@@ -98,27 +97,13 @@ GROUP BY id
 HAVING count(*) > 1
 LIMIT 1;
 
-COPY (
-    SELECT
-        c.id::BIGINT AS id,
-        c.uri::VARCHAR AS uri,
-        c.start_byte::BIGINT AS start_byte,
-        c.end_byte::BIGINT AS end_byte,
-        c.start_line::INTEGER AS start_line,
-        c.end_line::INTEGER AS end_line,
-        c.language::VARCHAR AS language,
-        c.kind::VARCHAR AS kind,
-        c.symbols::VARCHAR[] AS symbols,
-        c.content::VARCHAR AS content,
-        embed(c.content) AS embedding
-    FROM ingest_chunks AS c
-    ORDER BY c.uri, c.start_byte
-) TO (getvariable('staging_dir') || 'chunks.parquet') (
-    FORMAT parquet,
-    COMPRESSION zstd,
-    -- Lets Arrow readers restore embedding as FixedSizeList(float32); DuckDB reads a list.
-    KV_METADATA {'ARROW:schema': getvariable('arrow_schema')}
-);
+-- Embedded lazily: write_chunk_store.sql streams this view to Parquet.
+CREATE OR REPLACE TEMP VIEW staged_chunks AS
+SELECT
+    c.id, c.uri, c.start_byte, c.end_byte, c.start_line, c.end_line, c.language, c.kind, c.symbols,
+    c.content,
+    embed(c.content) AS embedding
+FROM ingest_chunks AS c;
 
 COPY (
     SELECT

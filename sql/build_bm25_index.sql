@@ -1,0 +1,35 @@
+/* Build the BM25 index that channel_bm25 and channel_hybrid search: a persisted table
+   bm25_documents(chunk_id, terms) over the current chunks, its fts index (schema
+   fts_main_bm25_documents), and bm25_index_info, the store it was built from.  Rerun it after
+   each ingest.  No parameters:
+     python bootstrap.py sql sql/build_bm25_index.sql --catalog DIR
+
+   A document is the chunk's path and content through code_terms, which keeps identifiers
+   whole and adds their parts (parse_v2 -> parse_v2 parse v2 v 2; HTTPServer -> httpserver
+   http server), so the fts tokenizer only has to split on spaces: its ignore pattern keeps
+   [a-z0-9_], and stemming and stop words are off because identifiers are not English. */
+
+CREATE OR REPLACE TABLE bm25_documents AS
+SELECT
+    c.id::BIGINT AS chunk_id,
+    -- The path names the module, which queries often do ("http client ...").
+    code_terms(c.uri || chr(10) || c.content)::VARCHAR AS terms
+FROM chunks AS c
+ORDER BY c.id;
+
+PRAGMA create_fts_index(
+    'bm25_documents', 'chunk_id', 'terms',
+    stemmer = 'none', stopwords = 'none', ignore = '[^a-z0-9_]+', strip_accents = 0, lower = 1,
+    overwrite = 1
+);
+
+CREATE OR REPLACE TABLE bm25_index_info AS
+SELECT
+    v.store_version::VARCHAR AS store_version,
+    v.store_fingerprint::VARCHAR AS store_fingerprint,
+    (SELECT count(*) FROM bm25_documents)::BIGINT AS documents,
+    (SELECT count(*) FROM fts_main_bm25_documents.dict)::BIGINT AS distinct_terms,
+    current_timestamp::TIMESTAMPTZ AS built_at
+FROM (SELECT unnest(eval_catalog_versions())) AS v;
+
+SELECT * FROM bm25_index_info;

@@ -1,0 +1,139 @@
+/* Run one retrieval channel over the whole queries table, register the run, and write its
+   pool: the top-k rows of every query with why each chunk came back.
+
+   Parameters:
+     channel        'faiss' | 'bm25' | 'hybrid' (required)
+     k              rows per query (default 10)
+     rrf_k, faiss_weight, bm25_weight, depth   hybrid only (defaults 60, 1.0, 1.0, 100; see
+                    channel_hybrid in sql/macros/eval.sql)
+     k1, b          bm25 only (defaults 1.2, 0.75)
+     run_id         optional; default: UTC timestamp and a random suffix
+     python bootstrap.py sql sql/write_pool.sql --catalog DIR --param channel=hybrid --param bm25_weight=2
+
+   Writes pools/<run_id>.parquet (zstd) with run_id, query_id, channel, rank, chunk_id, score,
+   explain_symbols, explain_ast_kinds, explain_cst_hits, and runs/<run_id>.parquet, the run's
+   row of the runs table (run_id, created_at, channel, index_version, tuning_profile,
+   parameters), which is also inserted into the runs table of catalog.duckdb.  Neither file
+   may exist already: runs never overwrite each other.  Views pool and v_runs read the files
+   (a connection opened before the first pool sees them after reconnecting). */
+
+SET VARIABLE pool_channel = getvariable('channel');
+SET VARIABLE pool_k = coalesce(getvariable('k'), 10);
+SET VARIABLE pool_rrf_k = coalesce(getvariable('rrf_k'), 60);
+SET VARIABLE pool_faiss_weight = coalesce(getvariable('faiss_weight'), 1.0);
+SET VARIABLE pool_bm25_weight = coalesce(getvariable('bm25_weight'), 1.0);
+SET VARIABLE pool_depth = coalesce(getvariable('depth'), 100);
+SET VARIABLE pool_k1 = coalesce(getvariable('k1'), 1.2);
+SET VARIABLE pool_b = coalesce(getvariable('b'), 0.75);
+
+-- The channel's SQL text, chosen here and run by query(): a statement naming all three
+-- channels would need the FAISS and the BM25 index both, whichever channel runs.
+SET VARIABLE pool_channel_query = CASE getvariable('pool_channel')
+    WHEN 'faiss' THEN 'SELECT * FROM channel_faiss(k := getvariable(''pool_k''))'
+    WHEN 'bm25' THEN 'SELECT * FROM channel_bm25(k := getvariable(''pool_k''), k1 := getvariable(''pool_k1''), '
+                     || 'b := getvariable(''pool_b''))'
+    WHEN 'hybrid' THEN 'SELECT * FROM channel_hybrid(k := getvariable(''pool_k''), '
+                       || 'rrf_k := getvariable(''pool_rrf_k''), faiss_weight := getvariable(''pool_faiss_weight''), '
+                       || 'bm25_weight := getvariable(''pool_bm25_weight''), depth := getvariable(''pool_depth''))'
+    ELSE error('write_pool.sql: channel must be ''faiss'', ''bm25'' or ''hybrid'', got '
+               || coalesce('''' || getvariable('pool_channel') || '''', 'nothing')
+               || '; pass --param channel=bm25, say')
+END;
+
+SELECT CASE
+    WHEN NOT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = 'queries' AND schema_name = 'main')
+        THEN error('write_pool.sql: no queries table; load a query set with sql/load_queries.sql first')
+    WHEN getvariable('pool_channel') <> 'faiss'
+         AND NOT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = 'bm25_index_info')
+        THEN error('write_pool.sql: channel ' || getvariable('pool_channel') || ' needs the BM25 index; '
+                   || 'build it with sql/build_bm25_index.sql')
+END AS checked;
+
+-- What the run was made from: the FAISS version and tuning, the store the BM25 index was
+-- built from.  bm25_index_info is read through query() for the same reason as the channel.
+SET VARIABLE pool_versions = eval_catalog_versions();
+SET VARIABLE pool_bm25_store = (
+    SELECT v.store_version FROM query(CASE
+        WHEN getvariable('pool_channel') = 'faiss' THEN 'SELECT NULL::VARCHAR AS store_version'
+        ELSE 'SELECT store_version FROM bm25_index_info'
+    END) AS v
+);
+
+CREATE OR REPLACE TEMP TABLE pool_hits AS SELECT * FROM query(getvariable('pool_channel_query'));
+
+SET VARIABLE pool_run_id = coalesce(
+    getvariable('run_id'),
+    strftime(now() AT TIME ZONE 'UTC', '%Y%m%dT%H%M%SZ') || '-' || left(replace(uuid()::VARCHAR, '-', ''), 8)
+);
+SET VARIABLE pool_path = catalog_output_path('pools/' || getvariable('pool_run_id') || '.parquet', false);
+SET VARIABLE pool_run_path = catalog_output_path('runs/' || getvariable('pool_run_id') || '.parquet', false);
+
+-- AST kinds depend on the chunk only: parsed once per distinct chunk of the pool.
+CREATE OR REPLACE TEMP TABLE pool_rows AS
+WITH chunk_kinds AS (
+    SELECT c.id AS chunk_id, explain_ast_kinds(c.content, c.language) AS ast_kinds
+    FROM chunks AS c
+    WHERE c.id IN (SELECT h.chunk_id FROM pool_hits AS h)
+)
+SELECT
+    getvariable('pool_run_id')::VARCHAR AS run_id,
+    h.query_id::VARCHAR AS query_id,
+    getvariable('pool_channel')::VARCHAR AS channel,
+    h.rank::INTEGER AS rank,
+    h.chunk_id::BIGINT AS chunk_id,
+    h.score::DOUBLE AS score,
+    explain_symbols(c.symbols, q.text)::VARCHAR[] AS explain_symbols,
+    k.ast_kinds::VARCHAR[] AS explain_ast_kinds,
+    explain_cst_hits(c.content, c.language, q.text)::VARCHAR[] AS explain_cst_hits
+FROM pool_hits AS h
+JOIN queries AS q ON q.query_id = h.query_id
+LEFT JOIN chunks AS c ON c.id = h.chunk_id
+LEFT JOIN chunk_kinds AS k ON k.chunk_id = h.chunk_id
+ORDER BY h.query_id, h.rank;
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id VARCHAR PRIMARY KEY,
+    created_at TIMESTAMPTZ NOT NULL,
+    channel VARCHAR NOT NULL,
+    index_version VARCHAR,
+    tuning_profile VARCHAR,
+    parameters JSON
+);
+
+CREATE OR REPLACE TEMP TABLE pool_run AS
+SELECT
+    getvariable('pool_run_id')::VARCHAR AS run_id,
+    current_timestamp::TIMESTAMPTZ AS created_at,
+    getvariable('pool_channel')::VARCHAR AS channel,
+    CASE getvariable('pool_channel')
+        WHEN 'faiss' THEN 'faiss:' || getvariable('pool_versions').faiss_version
+        WHEN 'bm25' THEN 'bm25:' || getvariable('pool_bm25_store')
+        ELSE 'faiss:' || getvariable('pool_versions').faiss_version || '+bm25:' || getvariable('pool_bm25_store')
+    END::VARCHAR AS index_version,
+    CASE WHEN getvariable('pool_channel') <> 'bm25' THEN getvariable('pool_versions').faiss_tuning END::VARCHAR
+        AS tuning_profile,
+    json_object(
+        'k', getvariable('pool_k'),
+        'queries', (SELECT count(*) FROM queries),
+        'store_version', getvariable('pool_versions').store_version,
+        'rrf_k', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_rrf_k') END,
+        'faiss_weight', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_faiss_weight') END,
+        'bm25_weight', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_bm25_weight') END,
+        'depth', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_depth') END,
+        'k1', CASE WHEN getvariable('pool_channel') = 'bm25' THEN getvariable('pool_k1') END,
+        'b', CASE WHEN getvariable('pool_channel') = 'bm25' THEN getvariable('pool_b') END
+    )::JSON AS parameters;
+
+-- The files first: they are what the views read; the runs table row follows them.
+COPY pool_rows TO (getvariable('pool_path')) (FORMAT parquet, COMPRESSION zstd);
+COPY pool_run TO (getvariable('pool_run_path')) (FORMAT parquet, COMPRESSION zstd);
+INSERT INTO runs SELECT * FROM pool_run;
+
+SELECT
+    r.run_id AS run_id,
+    r.channel AS channel,
+    r.index_version AS index_version,
+    (SELECT count(DISTINCT p.query_id) FROM pool_rows AS p)::BIGINT AS queries_with_results,
+    (SELECT count(*) FROM pool_rows)::BIGINT AS pool_rows,
+    getvariable('pool_path') AS pool_file
+FROM pool_run AS r;
