@@ -1,0 +1,102 @@
+"""Ingest throughput on the demo's standard-library packages: chunks per second per stage.
+
+Stages, each timed on its own over the same files, median of ``--runs``:
+- chunking: ``chunk_code`` over every file through DuckDB, and the same chunker called
+  directly from Python (the peer: what DuckDB's UDF path costs on top);
+- embedding: ``embed`` over every chunk through DuckDB with DuckDB threads = 1 and = 2
+  (who owns the cores: DuckDB workers or onnxruntime's pool), and ``SentenceEmbedder``
+  called directly (the peer);
+- whole ingest: ``bootstrap.ingest`` into a fresh catalog (listing, chunking, embedding,
+  Parquet writes, metadata), once per run.
+
+Run from the repository root and paste the table into BENCHMARKS.md:
+
+    .venv/bin/python bench/bench_ingest.py --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import sysconfig
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+
+import bootstrap  # noqa: E402
+from udfs import chunking  # noqa: E402
+from udfs.embedding import SentenceEmbedder  # noqa: E402
+
+
+def median_seconds(action: Callable[[], object], runs: int) -> float:
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--packages", nargs="*", default=list(bootstrap.DEMO_PACKAGES))
+    args = parser.parse_args()
+
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    include = [f"{package}/**" for package in args.packages]
+    with tempfile.TemporaryDirectory() as scratch:
+        catalog = Path(scratch) / "catalog"
+        bootstrap.ingest(stdlib, catalog, include=include)  # warm-up, and the chunks to embed
+        connection = bootstrap.connect(catalog)
+        connection.execute(
+            "CREATE TEMP TABLE bench_files AS "
+            "SELECT f.uri, decode(b.content) AS text, f.language "
+            "FROM read_blob(?) AS b JOIN files AS f ON b.filename = ? || f.uri WHERE f.status = 'chunked'",
+            [[str(stdlib / pattern) for pattern in include], str(stdlib) + os.sep],
+        )
+        files = connection.execute("SELECT uri, text, language FROM bench_files").fetchall()
+        contents = [row[0] for row in connection.execute("SELECT content FROM chunks").fetchall()]
+        chunk_count = len(contents)
+
+        rows: list[tuple[str, float]] = []
+        sql_chunking = median_seconds(lambda: connection.execute(
+            "SELECT count(*) FROM (SELECT unnest(chunk_code(uri, text, language, 1200)) FROM bench_files)"
+        ).fetchall(), args.runs)
+        rows.append(("chunking: chunk_code through DuckDB", sql_chunking))
+        direct_chunking = median_seconds(
+            lambda: [chunking.chunk_source(text, language, uri) for uri, text, language in files], args.runs)
+        rows.append(("chunking: chunk_source called directly (peer)", direct_chunking))
+
+        for threads in (1, 2):
+            connection.execute("SET threads = ?", [threads])
+            rows.append((f"embedding: embed through DuckDB, threads={threads}", median_seconds(
+                lambda: connection.execute("SELECT count(embed(content)) FROM chunks").fetchall(), args.runs)))
+        connection.close()
+        embedder = SentenceEmbedder()
+        rows.append(("embedding: SentenceEmbedder.embed directly (peer)",
+                     median_seconds(lambda: embedder.embed(contents), args.runs)))
+
+        def fresh_ingest() -> None:
+            with tempfile.TemporaryDirectory() as target:
+                bootstrap.ingest(stdlib, Path(target) / "catalog", include=include)
+
+        rows.append(("whole ingest (bootstrap.ingest, fresh catalog)", median_seconds(fresh_ingest, args.runs)))
+
+    print(f"{len(files)} files, {chunk_count} chunks, duckdb {duckdb.__version__}, {os.cpu_count()} cores, "
+          f"median of {args.runs}\n")
+    print("| stage | seconds | chunks/s |")
+    print("|---|---:|---:|")
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {chunk_count / seconds:,.1f} |")
+
+
+if __name__ == "__main__":
+    main()
