@@ -48,7 +48,7 @@ MACROS_DIR = SQL_DIR / "macros"
 
 #: UDF families in registration order; a later family may call an earlier one's UDFs.
 UDF_FAMILIES = ("udfs.chunking", "udfs.embedding", "udfs.metrics", "udfs.faiss_search", "udfs.explain",
-                "udfs.evaluation")
+                "udfs.evaluation", "udfs.autotune")
 #: Extensions loaded on every connection, from their PyPI packages when offline.
 EXTENSIONS = ("fts", "vss")
 #: Table functions whose first argument is a file path or glob, resolved against the catalog.
@@ -375,31 +375,53 @@ def quote_literal(value: str) -> str:
 
 def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[str],
                parameters: Mapping[str, Any] | None = None) -> duckdb.DuckDBPyRelation | None:
-    """Run every statement of a SQL file; return the last statement's result.
+    """Run every statement of a SQL file; return the last statement's result, if it has rows.
 
     Each parameter becomes a DuckDB variable (``getvariable('name')`` in the script),
-    bound with a prepared statement.
+    bound with a prepared statement, and is reset afterwards: variables live as long as
+    the connection, and a later script must not see this one's values.
     """
     path = Path(script)
     if not path.is_file():
         raise CatalogError(f"no SQL script at {path}")
-    for name, value in (parameters or {}).items():
+    names = []
+    for name in parameters or {}:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
             raise CatalogError(f"script parameter name {name!r} is not an identifier")
-        connection.execute(f"SET VARIABLE {exp.to_identifier(name).sql('duckdb')} = ?", [value])
-    statements = duckdb.extract_statements(path.read_text())
-    result = None
-    for number, statement in enumerate(statements, start=1):
-        LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
-        try:
-            # The final SELECT runs here, so its errors name the statement too.
-            if number == len(statements) and statement.type == duckdb.StatementType.SELECT:
-                result = connection.sql(statement.query).execute()
-            else:
-                connection.execute(statement.query)
-        except duckdb.Error as error:
-            raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
-    return result
+        names.append(exp.to_identifier(name).sql("duckdb"))
+    statements = split_statements(path.read_text())
+    try:
+        for quoted, value in zip(names, (parameters or {}).values(), strict=True):
+            connection.execute(f"SET VARIABLE {quoted} = ?", [value])
+        result = None
+        for number, statement in enumerate(statements, start=1):
+            LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
+            try:
+                if number < len(statements):
+                    connection.execute(statement)
+                else:
+                    # The final query runs, and is materialised, here: its errors name the statement
+                    # and its rows are those of this script's variables, reset below.
+                    relation = connection.sql(statement)
+                    result = connection.from_arrow(relation.to_arrow_table()) if relation is not None else None
+            except duckdb.Error as error:
+                raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
+        return result
+    finally:
+        for quoted in names:
+            connection.execute(f"RESET VARIABLE {quoted}")
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of a script, split at its semicolons by DuckDB's tokenizer.
+
+    Each statement is parsed only when it runs: a PRAGMA such as ``create_fts_index``
+    expands while DuckDB parses it, and needs the tables earlier statements create.
+    """
+    ends = [start for start, kind in duckdb.tokenize(text) if kind == duckdb.token_type.operator and text[start] == ";"]
+    pieces = (text[start:end] for start, end in zip([0, *(end + 1 for end in ends)], [*ends, len(text)], strict=True))
+    # Comments produce no tokens, so a piece holding only comments is dropped.
+    return [piece.strip() for piece in pieces if duckdb.tokenize(piece)]
 
 
 def describe_error(error: BaseException) -> str:
@@ -574,7 +596,9 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
             staging_dir = str(staging) + os.sep
             report = run_script(connection, script, {**parameters, "staging_dir": staging_dir})
             file_report = [(str(s), int(n)) for s, n in report.fetchall()] if report is not None else []
+            # The staged view may read the staging script's parameters, so they are set again.
             run_script(connection, SQL_DIR / "write_chunk_store.sql", {
+                **parameters,
                 "staging_dir": staging_dir,
                 "arrow_schema": arrow_schema_metadata(int(dimension_of(connection))),
             })
@@ -637,6 +661,15 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="build option, e.g. nlist=256, pq_m=48, metric=cos, publish=false (repeatable)")
 
+    autotune = commands.add_parser("autotune", help="measure the current index's search-parameter grid, save "
+                                   "the fastest point reaching --target-recall as its tuning profile "
+                                   "(runs sql/autotune.sql)")
+    with_catalog(autotune)
+    autotune.add_argument("--k", type=positive_int, default=10, help="recall@k is measured at this k")
+    autotune.add_argument("--target-recall", type=float, default=0.95)
+    autotune.add_argument("--queries", metavar="PARQUET",
+                          help="query vectors (column embedding); default: a held-out sample of the index's vectors")
+
     for name, text in (("versions", "list index versions and which one is CURRENT"),
                        ("publish", "make an index version CURRENT"),
                        ("rollback", "make the previous (or a named) index version CURRENT"),
@@ -649,6 +682,10 @@ def build_parser() -> argparse.ArgumentParser:
             lifecycle.add_argument("--to", metavar="VERSION")
         elif name == "gc":
             lifecycle.add_argument("--keep", type=positive_int, default=3)
+
+    bm25 = commands.add_parser("bm25", help="build the BM25 index of channel_bm25 / channel_hybrid "
+                               "(runs sql/build_bm25_index.sql)")
+    with_catalog(bm25)
 
     sql_cmd = commands.add_parser("sql", help="run a SQL script and print its result")
     sql_cmd.add_argument("script")
@@ -693,6 +730,7 @@ def command_demo(args: argparse.Namespace, settings: dict[str, Any]) -> None:
     try:
         print_relation(run_script(connection, SQL_DIR / "report_modules.sql"))
         print_relation(run_script(connection, SQL_DIR / "report_demo_search.sql"))
+        evaluate_demo(connection, Path(args.catalog).expanduser().resolve(), stdlib)
     finally:
         connection.close()
 
@@ -722,6 +760,34 @@ def index_lifecycle(args: argparse.Namespace) -> dict[str, Any]:
 
 def refresh_views(catalog: str | os.PathLike[str], settings: Mapping[str, Any] | None) -> None:
     connect(catalog, settings=settings).close()
+
+
+def build_bm25_index(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation | None:
+    """Run ``sql/build_bm25_index.sql``; return its summary row."""
+    return run_script(connection, SQL_DIR / "build_bm25_index.sql")
+
+
+def evaluate_demo(connection: duckdb.DuckDBPyConnection, catalog: Path, repo_root: Path) -> None:
+    """Docstring-to-function evaluation of the demo store; prints coverage and per-channel quality.
+
+    The queries are first sentences of the stdlib functions' docstrings, the answers the
+    functions' chunks (sql/export_docstring_queries.sql).  The indexed code still holds those
+    docstrings, a known bias in every channel's favour; bench/bench_eval.py also measures on
+    a copy with the docstrings blanked out.
+    """
+    LOG.info("BM25 index: %s", build_bm25_index(connection).fetchone())
+    queries_file, qrels_file, queries, functions = run_script(
+        connection, SQL_DIR / "export_docstring_queries.sql", {"repo_root": str(repo_root) + os.sep}).fetchone()
+    LOG.info("docstring query set: %d queries from %d documented functions", queries, functions)
+    run_script(connection, SQL_DIR / "load_queries.sql", {"queries_path": queries_file, "qrels_path": qrels_file})
+    for channel in ("faiss", "bm25", "hybrid"):
+        LOG.info("pool: %s", run_script(connection, SQL_DIR / "write_pool.sql", {"channel": channel}).fetchone())
+    apply_views(connection, catalog)
+    heatmap_file, _ = run_script(connection, SQL_DIR / "write_coverage_heatmap.sql").fetchone()
+    LOG.info("coverage heatmap: %s; the docstrings asked are in the indexed code, so scores are optimistic",
+             heatmap_file)
+    print_relation(run_script(connection, SQL_DIR / "report_coverage.sql"))
+    print_relation(run_script(connection, SQL_DIR / "report_eval.sql"))
 
 
 def command_ingest_run(repo: Path | str, catalog: str, include: list[str], max_file_bytes: int,
@@ -756,9 +822,23 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "build":
             manifest = build_index(args.catalog, args.family, parse_assignments(args.option, "--option"), settings)
             print(json.dumps(manifest, indent=2))
+        elif args.command == "autotune":
+            connection = connect(args.catalog, settings=settings)
+            try:
+                print_relation(run_script(connection, SQL_DIR / "autotune.sql", {
+                    "k": args.k, "target_recall": args.target_recall,
+                    "queries": str(Path(args.queries).resolve()) if args.queries else None}))
+            finally:
+                connection.close()
         elif args.command in ("versions", "publish", "rollback", "gc"):
             print(json.dumps(index_lifecycle(args), indent=2, default=str))
             refresh_views(args.catalog, settings)
+        elif args.command == "bm25":
+            connection = connect(args.catalog, settings=settings)
+            try:
+                print_relation(build_bm25_index(connection))
+            finally:
+                connection.close()
         elif args.command == "sql":
             connection = connect(args.catalog, settings=settings)
             try:

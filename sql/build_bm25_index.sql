@@ -2,7 +2,9 @@
    bm25_documents(chunk_id, terms) over the current chunks, its fts index (schema
    fts_main_bm25_documents), and bm25_index_info, the store it was built from.  Rerun it after
    each ingest.  No parameters:
-     python bootstrap.py sql sql/build_bm25_index.sql --catalog DIR
+     python bootstrap.py bm25 --catalog DIR
+   (not `bootstrap.py sql`: PRAGMA create_fts_index is expanded when DuckDB parses it, so this
+   script runs one statement at a time, see bootstrap.build_bm25_index).
 
    A document is the chunk's path and content through code_terms, which keeps identifiers
    whole and adds their parts (parse_v2 -> parse_v2 parse v2 v 2; HTTPServer -> httpserver
@@ -29,7 +31,7 @@ SELECT
     v.store_fingerprint::VARCHAR AS store_fingerprint,
     (SELECT count(*) FROM bm25_documents)::BIGINT AS documents,
     (SELECT count(*) FROM fts_main_bm25_documents.dict)::BIGINT AS distinct_terms,
-    current_timestamp::TIMESTAMPTZ AS built_at
+    (now() AT TIME ZONE 'UTC')::TIMESTAMP AS built_at_utc
 FROM (SELECT unnest(eval_catalog_versions())) AS v;
 
 SELECT * FROM bm25_index_info;

@@ -15,8 +15,15 @@
    eval/queries.parquet and eval/qrels.parquet (without qrels_path, an empty one) that the
    evaluation views read, so a stock DuckDB client sees them too. */
 
+SET VARIABLE eval_queries_path = getvariable('queries_path')::VARCHAR;
+SET VARIABLE eval_qrels_path = getvariable('qrels_path')::VARCHAR;
+-- DuckDB variables last as long as the connection: the parameters are reset once read, so
+-- a later load without qrels_path loads no judgments rather than this load's.
+RESET VARIABLE queries_path;
+RESET VARIABLE qrels_path;
+
 SELECT CASE
-    WHEN getvariable('queries_path') IS NULL
+    WHEN getvariable('eval_queries_path') IS NULL
         THEN error('load_queries.sql: set queries_path to a .parquet, .csv or .jsonl file with columns '
                    || 'query_id, text[, embedding]')
     WHEN NOT EXISTS (SELECT 1 FROM duckdb_views() WHERE view_name = 'chunks')
@@ -24,10 +31,11 @@ SELECT CASE
 END AS checked;
 
 SET VARIABLE eval_store_dimension = (SELECT len(c.embedding) FROM chunks AS c LIMIT 1);
-SET VARIABLE eval_queries_reader = eval_reader_query('queries_path');
+SET VARIABLE eval_queries_reader = eval_reader_query('eval_queries_path', 'load_queries.sql: queries_path');
 SET VARIABLE eval_qrels_reader = CASE
-    WHEN getvariable('qrels_path') IS NULL THEN 'SELECT NULL::VARCHAR AS query_id, NULL::BIGINT AS chunk_id WHERE false'
-    ELSE eval_reader_query('qrels_path')
+    WHEN getvariable('eval_qrels_path') IS NULL
+        THEN 'SELECT NULL::VARCHAR AS query_id, NULL::BIGINT AS chunk_id WHERE false'
+    ELSE eval_reader_query('eval_qrels_path', 'load_queries.sql: qrels_path')
 END;
 
 CREATE OR REPLACE TEMP TABLE eval_query_source AS SELECT * FROM query(getvariable('eval_queries_reader'));
@@ -36,7 +44,7 @@ CREATE OR REPLACE TEMP TABLE eval_qrels_source AS SELECT * FROM query(getvariabl
 -- Required columns, named in the error rather than failing later on a NULL.
 SELECT CASE
     WHEN len(missing) > 0
-        THEN error('load_queries.sql: ' || getvariable('queries_path') || ' lacks column(s) '
+        THEN error('load_queries.sql: ' || getvariable('eval_queries_path') || ' lacks column(s) '
                    || array_to_string(missing, ', ') || '; a query file has query_id, text[, embedding]')
 END AS checked
 FROM (
@@ -46,7 +54,7 @@ FROM (
 
 SELECT CASE
     WHEN NOT list_contains(columns, 'query_id') OR NOT list_has_any(columns, ['chunk_id', 'uri'])
-        THEN error('load_queries.sql: ' || getvariable('qrels_path') || ' needs columns query_id and '
+        THEN error('load_queries.sql: ' || getvariable('eval_qrels_path') || ' needs columns query_id and '
                    || 'chunk_id or uri (with optional start_line, end_line, grade); it has '
                    || array_to_string(columns, ', '))
 END AS checked
@@ -79,17 +87,19 @@ FROM (
 
 SELECT CASE
     WHEN count(*) FILTER (r.query_id IS NULL) > 0
-        THEN error('load_queries.sql: ' || getvariable('queries_path') || ' has rows without a query_id')
+        THEN error('load_queries.sql: ' || getvariable('eval_queries_path') || ' has rows without a query_id')
     WHEN count(*) > count(DISTINCT r.query_id)
-        THEN error('load_queries.sql: query_id must be unique in ' || getvariable('queries_path')
+        THEN error('load_queries.sql: query_id must be unique in ' || getvariable('eval_queries_path')
                    || '; repeated: ' || (SELECT string_agg(d.query_id, ', ' ORDER BY d.query_id) FROM (
                        SELECT query_id FROM eval_query_rows GROUP BY query_id HAVING count(*) > 1 LIMIT 5) AS d))
     WHEN count(*) FILTER (r.text IS NULL AND r.embedding IS NULL) > 0
-        THEN error('load_queries.sql: query ' || any_value(r.query_id) FILTER (r.text IS NULL AND r.embedding IS NULL)
+        THEN error('load_queries.sql: query '
+                   || any_value(r.query_id) FILTER (r.text IS NULL AND r.embedding IS NULL)
                    || ' has neither text nor embedding')
     WHEN count(*) FILTER (len(r.embedding) <> getvariable('eval_store_dimension')) > 0
-        THEN error('load_queries.sql: query ' || any_value(r.query_id) FILTER (len(r.embedding) <> getvariable('eval_store_dimension'))
-                   || ' has an embedding of dimension ' || any_value(len(r.embedding)) FILTER (len(r.embedding) <> getvariable('eval_store_dimension'))
+        THEN error('load_queries.sql: query '
+                   || any_value(r.query_id || ' has an embedding of dimension ' || len(r.embedding))
+                      FILTER (len(r.embedding) <> getvariable('eval_store_dimension'))
                    || '; the store''s embeddings have dimension ' || getvariable('eval_store_dimension'))
     -- A nested CASE, so the model is loaded only when some query needs embedding here.
     WHEN count(*) FILTER (r.embedding IS NULL) > 0 THEN CASE
@@ -104,13 +114,15 @@ FROM eval_query_rows AS r;
 
 SELECT CASE
     WHEN count(*) FILTER (q.chunk_id IS NULL AND q.uri IS NULL) > 0
-        THEN error('load_queries.sql: ' || getvariable('qrels_path') || ' has rows with neither chunk_id nor uri')
+        THEN error('load_queries.sql: ' || getvariable('eval_qrels_path')
+                   || ' has rows with neither chunk_id nor uri')
     WHEN count(*) FILTER (q.start_line > q.end_line) > 0
-        THEN error('load_queries.sql: ' || getvariable('qrels_path') || ' has a range with start_line after end_line, '
-                   || 'for query ' || any_value(q.query_id) FILTER (q.start_line > q.end_line))
+        THEN error('load_queries.sql: ' || getvariable('eval_qrels_path')
+                   || ' has a range with start_line after end_line, for query '
+                   || any_value(q.query_id) FILTER (q.start_line > q.end_line))
     WHEN count(*) FILTER (q.query_id NOT IN (SELECT r.query_id FROM eval_query_rows AS r)) > 0
-        THEN error('load_queries.sql: ' || getvariable('qrels_path') || ' judges query id(s) missing from '
-                   || getvariable('queries_path') || ', e.g. '
+        THEN error('load_queries.sql: ' || getvariable('eval_qrels_path') || ' judges query id(s) missing from '
+                   || getvariable('eval_queries_path') || ', e.g. '
                    || any_value(q.query_id) FILTER (q.query_id NOT IN (SELECT r.query_id FROM eval_query_rows AS r)))
 END AS checked
 FROM eval_qrels_rows AS q;

@@ -17,7 +17,7 @@
    may exist already: runs never overwrite each other.  Views pool and v_runs read the files
    (a connection opened before the first pool sees them after reconnecting). */
 
-SET VARIABLE pool_channel = getvariable('channel');
+SET VARIABLE pool_channel = getvariable('channel')::VARCHAR;
 SET VARIABLE pool_k = coalesce(getvariable('k'), 10);
 SET VARIABLE pool_rrf_k = coalesce(getvariable('rrf_k'), 60);
 SET VARIABLE pool_faiss_weight = coalesce(getvariable('faiss_weight'), 1.0);
@@ -25,6 +25,21 @@ SET VARIABLE pool_bm25_weight = coalesce(getvariable('bm25_weight'), 1.0);
 SET VARIABLE pool_depth = coalesce(getvariable('depth'), 100);
 SET VARIABLE pool_k1 = coalesce(getvariable('k1'), 1.2);
 SET VARIABLE pool_b = coalesce(getvariable('b'), 0.75);
+SET VARIABLE pool_run_id = coalesce(
+    getvariable('run_id'),
+    strftime(now() AT TIME ZONE 'UTC', '%Y%m%dT%H%M%SZ') || '-' || left(replace(uuid()::VARCHAR, '-', ''), 8)
+);
+-- DuckDB variables last as long as the connection: the parameters are reset once read, so
+-- a later run that leaves one out gets its default, not this run's value.
+RESET VARIABLE channel;
+RESET VARIABLE k;
+RESET VARIABLE rrf_k;
+RESET VARIABLE faiss_weight;
+RESET VARIABLE bm25_weight;
+RESET VARIABLE depth;
+RESET VARIABLE k1;
+RESET VARIABLE b;
+RESET VARIABLE run_id;
 
 -- The channel's SQL text, chosen here and run by query(): a statement naming all three
 -- channels would need the FAISS and the BM25 index both, whichever channel runs.
@@ -46,7 +61,7 @@ SELECT CASE
     WHEN getvariable('pool_channel') <> 'faiss'
          AND NOT EXISTS (SELECT 1 FROM duckdb_tables() WHERE table_name = 'bm25_index_info')
         THEN error('write_pool.sql: channel ' || getvariable('pool_channel') || ' needs the BM25 index; '
-                   || 'build it with sql/build_bm25_index.sql')
+                   || 'build it with `python bootstrap.py bm25 --catalog DIR`')
 END AS checked;
 
 -- What the run was made from: the FAISS version and tuning, the store the BM25 index was
@@ -59,14 +74,12 @@ SET VARIABLE pool_bm25_store = (
     END) AS v
 );
 
-CREATE OR REPLACE TEMP TABLE pool_hits AS SELECT * FROM query(getvariable('pool_channel_query'));
-
-SET VARIABLE pool_run_id = coalesce(
-    getvariable('run_id'),
-    strftime(now() AT TIME ZONE 'UTC', '%Y%m%dT%H%M%SZ') || '-' || left(replace(uuid()::VARCHAR, '-', ''), 8)
-);
+-- Checked before the search: a run_id whose files exist fails fast.
 SET VARIABLE pool_path = catalog_output_path('pools/' || getvariable('pool_run_id') || '.parquet', false);
 SET VARIABLE pool_run_path = catalog_output_path('runs/' || getvariable('pool_run_id') || '.parquet', false);
+
+CREATE OR REPLACE TEMP TABLE pool_hits AS SELECT * FROM query(getvariable('pool_channel_query'));
+
 
 -- AST kinds depend on the chunk only: parsed once per distinct chunk of the pool.
 CREATE OR REPLACE TEMP TABLE pool_rows AS
@@ -93,7 +106,7 @@ ORDER BY h.query_id, h.rank;
 
 CREATE TABLE IF NOT EXISTS runs (
     run_id VARCHAR PRIMARY KEY,
-    created_at TIMESTAMPTZ NOT NULL,
+    created_at TIMESTAMP NOT NULL,
     channel VARCHAR NOT NULL,
     index_version VARCHAR,
     tuning_profile VARCHAR,
@@ -103,7 +116,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE OR REPLACE TEMP TABLE pool_run AS
 SELECT
     getvariable('pool_run_id')::VARCHAR AS run_id,
-    current_timestamp::TIMESTAMPTZ AS created_at,
+    (now() AT TIME ZONE 'UTC')::TIMESTAMP AS created_at,
     getvariable('pool_channel')::VARCHAR AS channel,
     CASE getvariable('pool_channel')
         WHEN 'faiss' THEN 'faiss:' || getvariable('pool_versions').faiss_version
@@ -112,16 +125,20 @@ SELECT
     END::VARCHAR AS index_version,
     CASE WHEN getvariable('pool_channel') <> 'bm25' THEN getvariable('pool_versions').faiss_tuning END::VARCHAR
         AS tuning_profile,
-    json_object(
-        'k', getvariable('pool_k'),
-        'queries', (SELECT count(*) FROM queries),
-        'store_version', getvariable('pool_versions').store_version,
-        'rrf_k', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_rrf_k') END,
-        'faiss_weight', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_faiss_weight') END,
-        'bm25_weight', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_bm25_weight') END,
-        'depth', CASE WHEN getvariable('pool_channel') = 'hybrid' THEN getvariable('pool_depth') END,
-        'k1', CASE WHEN getvariable('pool_channel') = 'bm25' THEN getvariable('pool_k1') END,
-        'b', CASE WHEN getvariable('pool_channel') = 'bm25' THEN getvariable('pool_b') END
+    -- What every run records, merged with what its channel takes.
+    json_merge_patch(
+        json_object(
+            'k', getvariable('pool_k'),
+            'queries', (SELECT count(*) FROM queries),
+            'store_version', getvariable('pool_versions').store_version
+        ),
+        CASE getvariable('pool_channel')
+            WHEN 'bm25' THEN json_object('k1', getvariable('pool_k1'), 'b', getvariable('pool_b'))
+            WHEN 'hybrid' THEN json_object(
+                'rrf_k', getvariable('pool_rrf_k'), 'faiss_weight', getvariable('pool_faiss_weight'),
+                'bm25_weight', getvariable('pool_bm25_weight'), 'depth', getvariable('pool_depth'))
+            ELSE json_object()
+        END
     )::JSON AS parameters;
 
 -- The files first: they are what the views read; the runs table row follows them.

@@ -84,3 +84,43 @@ def copy_catalog(source: Path, destination: Path) -> Path:
     # Relative symlinks (store/CURRENT) stay valid in the copy; views are re-pointed on connect.
     shutil.copytree(source, destination, symlinks=True)
     return destination
+
+
+#: Queries of the evaluation catalog: query i asks for chunk i of the synthetic store.
+EVAL_QUERY_COUNT = 40
+
+
+@pytest.fixture(scope="session")
+def eval_catalog_template(synthetic_catalog_template: Path, synthetic_table: pa.Table,
+                          tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic catalog with a flat FAISS index, the BM25 index and a judged query set.
+
+    Query ``q<i>`` has text ``fn_<i> value`` and an embedding near chunk i's; chunk i is
+    judged grade 2 and chunk i + 1 grade 1.  Built once per session; copy it before writing.
+    """
+    from tests.eval_support import load_query_set, perturbed
+    from udfs import faiss_index
+
+    root = tmp_path_factory.mktemp("eval")
+    catalog = copy_catalog(synthetic_catalog_template, root / "catalog")
+    faiss_index.build_index(catalog, "flat")
+    ids = synthetic_table.column("id").to_pylist()
+    embeddings = synthetic_table.column("embedding").to_pylist()
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    queries = [{"query_id": f"q{i}", "text": f"fn_{i} value", "embedding": perturbed(embeddings[i], rng, 0.05)}
+               for i in range(EVAL_QUERY_COUNT)]
+    qrels = [{"query_id": f"q{i}", "chunk_id": ids[i + offset], "grade": 2 - offset}
+             for i in range(EVAL_QUERY_COUNT) for offset in (0, 1)]
+    connection = bootstrap.connect(catalog)
+    try:
+        bootstrap.build_bm25_index(connection)
+        load_query_set(connection, root / "query_set", queries, qrels)
+    finally:
+        connection.close()
+    return catalog
+
+
+@pytest.fixture
+def eval_catalog(eval_catalog_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the evaluation catalog, free to modify."""
+    return copy_catalog(eval_catalog_template, tmp_path / "catalog")

@@ -14,7 +14,10 @@ A version directory holds:
 * ``vectors.npy``: the store's raw embeddings, row ``i`` belonging to faiss row ``i``; vectors
   are added in ascending id order, so the id column is sorted and ``np.searchsorted`` maps a
   chunk id to its row (used by ``exact_rerank``);
-* ``tuning.json``: ``{}`` until autotune writes ``{"parameters": "nprobe=32"}``, applied at load;
+* ``tuning.json``: ``{}`` until autotune (``udfs/autotune.py``) writes a profile: ``"parameters"``
+  (a ParameterSpace string such as ``"nprobe=32"``, applied at load) and ``"index"`` (the
+  version, factory, dimension and ntotal it was measured on; a profile naming another index is
+  refused); with setting ``autotune_on_start`` a version without a profile is tuned on load;
 * ``manifest.json``: what was built, from which store, why, with which libraries.
 
 Settings (``DEFAULT_SETTINGS``, read from ``context.settings``): every :class:`BuildOptions`
@@ -722,7 +725,7 @@ def _search_threads(settings: Mapping[str, Any]) -> int:
     return threads
 
 
-def _parse_parameter_string(text: str, function: str) -> list[tuple[str, float]]:
+def parse_parameter_string(text: str, function: str) -> list[tuple[str, float]]:
     pairs = []
     for item in text.split(","):
         name, separator, value = item.strip().partition("=")
@@ -828,7 +831,7 @@ class LoadedIndex:
 
     def set_parameters(self, text: str, function: str) -> str:
         """Apply a ParameterSpace string such as 'nprobe=32'; return the resulting parameter string."""
-        pairs = _parse_parameter_string(text, function)
+        pairs = parse_parameter_string(text, function)
         if self.max_k is not None:
             for name, value in pairs:
                 if name == "nprobe" and value > self.max_k:
@@ -930,8 +933,50 @@ def _place_on_device(index: faiss.Index, family: str, settings: Mapping[str, Any
         return index, "cpu"
 
 
-def _apply_tuning(loaded: LoadedIndex) -> None:
-    """The autotune hook: apply tuning.json's ParameterSpace string, clamping nprobe to the GPU limit."""
+#: The facts that tie a tuning profile to the index it was measured on.
+PROFILE_IDENTITY_FIELDS = ("version", "factory", "dimension", "ntotal")
+
+
+def profile_identity(loaded: LoadedIndex) -> dict[str, Any]:
+    """What autotune records under a profile's ``"index"``, and what loading checks it against."""
+    return {
+        "version": loaded.version,
+        "factory": loaded.manifest["factory"],
+        "dimension": loaded.dimension,
+        "ntotal": loaded.ntotal,
+    }
+
+
+def _describe_identity(identity: Mapping[str, Any]) -> str:
+    return (
+        f"version {identity.get('version', '?')} ({identity.get('factory', '?')}, "
+        f"dimension {identity.get('dimension', '?')}, {identity.get('ntotal', '?')} vectors)"
+    )
+
+
+def _check_profile_identity(tuning: Mapping[str, Any], loaded: LoadedIndex, path: Path) -> None:
+    """Refuse a profile measured on another index: its operating point means nothing for this one."""
+    measured_on = tuning.get("index", {})
+    this_index = profile_identity(loaded)
+    differing = [
+        field for field in PROFILE_IDENTITY_FIELDS if field in measured_on and measured_on[field] != this_index[field]
+    ]
+    if differing:
+        catalog_dir = loaded.directory.parent.parent.parent
+        raise UdfError(
+            f"faiss: tuning profile {path} was measured on index {_describe_identity(measured_on)}, "
+            f"not on this index {_describe_identity(this_index)} ({', '.join(differing)} differ); "
+            f"re-tune this index with `python bootstrap.py autotune --catalog {catalog_dir}` "
+            "or replace the file with {}"
+        )
+
+
+def _apply_tuning(loaded: LoadedIndex) -> bool:
+    """The autotune hook: apply tuning.json's ParameterSpace string; return whether there is a profile.
+
+    nprobe is clamped to the GPU limit.  A hand-written ``{"parameters": ...}`` without
+    ``"index"`` is applied as written; a profile whose ``"index"`` names another index is refused.
+    """
     path = loaded.directory / TUNING_FILE
     try:
         tuning = json.loads(path.read_text()) if path.is_file() else {}
@@ -939,16 +984,32 @@ def _apply_tuning(loaded: LoadedIndex) -> None:
         raise UdfError(
             f"faiss: {path} is not valid JSON ({error}); fix it or replace it with {{}}"
         ) from error
-    text = tuning.get("parameters")
-    if not text:
-        return
-    pairs = _parse_parameter_string(text, f"faiss ({path})")
+    if not isinstance(tuning, dict) or not isinstance(tuning.get("index", {}), dict):
+        raise UdfError(
+            f"faiss: {path} must hold a JSON object (with an object under 'index'); fix it or replace it with {{}}"
+        )
+    if "parameters" not in tuning:
+        return False
+    _check_profile_identity(tuning, loaded, path)
+    text = tuning["parameters"]
+    if not text:  # Flat: the profile records that there is nothing to tune
+        return True
+    pairs = parse_parameter_string(text, f"faiss ({path})")
     if loaded.max_k is not None and any(name == "nprobe" and value > loaded.max_k for name, value in pairs):
         logger.warning("faiss: %s sets nprobe above the GPU limit; clamping to %d", path, loaded.max_k)
         text = format_parameters(
             {name: min(value, loaded.max_k) if name == "nprobe" else value for name, value in pairs}
         )
     loaded.set_parameters(text, f"faiss ({path})")
+    return True
+
+
+def _autotune_on_start(loaded: LoadedIndex, settings: Mapping[str, Any]) -> None:
+    # Imported here: udfs.autotune builds on this module (LoadedIndex, loading), so importing
+    # it at the top would be circular.
+    from udfs.autotune import tune_on_start
+
+    tune_on_start(loaded, settings)
 
 
 def _warn_if_store_changed(loaded: LoadedIndex, catalog_dir: Path) -> None:
@@ -967,7 +1028,8 @@ def _warn_if_store_changed(loaded: LoadedIndex, catalog_dir: Path) -> None:
 
 
 def load_version(catalog_dir: Path, version: str, settings: Mapping[str, Any]) -> LoadedIndex:
-    """Read a version into memory, apply its tuning, place it on GPU if asked, warn if the store changed."""
+    """Read a version into memory, place it on GPU if asked, apply its tuning profile (or, with setting
+    ``autotune_on_start`` and no profile, tune it now), warn if the store changed."""
     directory = _versions_dir(catalog_dir) / version
     manifest = _read_manifest(directory, catalog_dir)
     cpu_index = _read_index_file(directory / INDEX_FILE, manifest, catalog_dir)
@@ -985,7 +1047,8 @@ def load_version(catalog_dir: Path, version: str, settings: Mapping[str, Any]) -
         threads=_search_threads(settings),
         search_lock=None if device == "cpu" else threading.Lock(),
     )
-    _apply_tuning(loaded)
+    if not _apply_tuning(loaded) and settings.get("autotune_on_start", False):
+        _autotune_on_start(loaded, settings)
     _warn_if_store_changed(loaded, catalog_dir)
     logger.info(
         "faiss: loaded index version %s (%s, %d vectors) on %s",
