@@ -15,12 +15,14 @@ Per size:
    call per query over 200 queries, mean) at: the picked point; the untuned build default;
    and the fastest nprobe of a manual sweep (every nprobe on a dense geometric grid up to
    4x the pick, on the fresh queries themselves) reaching (a) the pick's fresh recall and
-   (b) the target.
+   (b) the target.  These points are measured taking turns, pass by pass and query by query,
+   so load from other work on the machine falls on all of them alike.
 
 Results go to ``bench/results/autotune_<n>.json`` and the "## Autotune" section of
 ``BENCHMARKS.md`` (rebuilt from every results file there).  Run from the repository root:
 
     .venv/bin/python bench/bench_autotune.py --sizes 200000 1000000
+    .venv/bin/python bench/bench_autotune.py --sizes 200000 --reuse-tuning   # re-measure step 2 only
 """
 
 from __future__ import annotations
@@ -110,38 +112,58 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return sum(len(set(row) & set(expected)) for row, expected in zip(found, truth, strict=True)) / truth.size
 
 
-def measure(loaded: faiss_index.LoadedIndex, parameters: str, queries: np.ndarray, truth: np.ndarray,
-            passes: int = BATCHED_PASSES, single_queries: int = SINGLE_QUERIES) -> dict[str, Any]:
-    """Recall@K and per-query latency (ms) at ``parameters`` with one FAISS thread, as served."""
-    loaded.set_parameters(parameters, "bench_autotune")
-    faiss.omp_set_num_threads(1)
-    batched = []
-    for _ in range(passes):
-        found, seconds = [], 0.0
-        for start in range(0, len(queries), autotune.BATCH_QUERIES):
-            started = time.perf_counter()
-            _, labels = loaded.index.search(queries[start : start + autotune.BATCH_QUERIES], K)
-            seconds += time.perf_counter() - started
-            found.append(labels)
-        batched.append(1000 * seconds / len(queries))
-    single = []
-    for row in range(min(single_queries, len(queries))):
+def batched_pass(loaded: faiss_index.LoadedIndex, queries: np.ndarray) -> tuple[float, np.ndarray]:
+    """ms per query searching ``queries`` :data:`autotune.BATCH_QUERIES` per call, and the labels found."""
+    found, seconds = [], 0.0
+    for start in range(0, len(queries), autotune.BATCH_QUERIES):
         started = time.perf_counter()
-        loaded.index.search(queries[row : row + 1], K)
-        single.append(1000 * (time.perf_counter() - started))
+        _, labels = loaded.index.search(queries[start : start + autotune.BATCH_QUERIES], K)
+        seconds += time.perf_counter() - started
+        found.append(labels)
+    return 1000 * seconds / len(queries), np.vstack(found)
+
+
+def measure(loaded: faiss_index.LoadedIndex, points: list[str], queries: np.ndarray,
+            truth: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Recall@K and ms per query at each parameter string, with one FAISS thread as served.
+
+    The points take turns within every pass and every single query, so drift in the load of
+    this shared machine falls on all of them alike rather than on whichever ran last.
+    """
+    faiss.omp_set_num_threads(1)
+    batched: dict[str, list[float]] = {point: [] for point in points}
+    found: dict[str, np.ndarray] = {}
+    for _ in range(BATCHED_PASSES):
+        for point in points:
+            loaded.set_parameters(point, "bench_autotune")
+            milliseconds, found[point] = batched_pass(loaded, queries)
+            batched[point].append(milliseconds)
+    single: dict[str, list[float]] = {point: [] for point in points}
+    for row in range(min(SINGLE_QUERIES, len(queries))):
+        for point in points:
+            loaded.set_parameters(point, "bench_autotune")
+            started = time.perf_counter()
+            loaded.index.search(queries[row : row + 1], K)
+            single[point].append(1000 * (time.perf_counter() - started))
     return {
-        "parameters": parameters,
-        "recall": recall_at_k(np.vstack(found), truth),
-        "batch_ms": statistics.median(batched),
-        "single_ms": statistics.mean(single) if single else None,
+        point: {"parameters": point, "recall": recall_at_k(found[point], truth),
+                "batch_ms": statistics.median(batched[point]), "single_ms": statistics.mean(single[point])}
+        for point in points
     }
 
 
-def manual_sweep(loaded: faiss_index.LoadedIndex, nlist: int, up_to: int, queries: np.ndarray,
+def manual_sweep(loaded: faiss_index.LoadedIndex, nlist: int, picked_nprobe: int, queries: np.ndarray,
                  truth: np.ndarray) -> list[dict[str, Any]]:
-    """One batched pass per nprobe of a dense geometric grid: recall and a first latency figure."""
-    grid = sorted({int(round(value)) for value in np.geomspace(1, min(nlist, up_to), MANUAL_GRID_POINTS)})
-    return [measure(loaded, f"nprobe={nprobe}", queries, truth, passes=1, single_queries=0) for nprobe in grid]
+    """Recall of every nprobe of a dense geometric grid up to 4x the pick, the pick's among them
+    (one batched pass each, a first latency figure)."""
+    faiss.omp_set_num_threads(1)
+    grid = {int(round(value)) for value in np.geomspace(1, min(nlist, 4 * picked_nprobe), MANUAL_GRID_POINTS)}
+    sweep = []
+    for nprobe in sorted(grid | {picked_nprobe}):
+        loaded.set_parameters(f"nprobe={nprobe}", "bench_autotune")
+        milliseconds, found = batched_pass(loaded, queries)
+        sweep.append({"parameters": f"nprobe={nprobe}", "recall": recall_at_k(found, truth), "batch_ms": milliseconds})
+    return sweep
 
 
 def fastest_reaching(sweep: list[dict[str, Any]], recall: float) -> str | None:
@@ -150,10 +172,12 @@ def fastest_reaching(sweep: list[dict[str, Any]], recall: float) -> str | None:
     return min(reaching, key=lambda point: float(point["parameters"].split("=")[1]))["parameters"] if reaching else None
 
 
-def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
-    catalog, fresh = dataset(n, args.clusters, args.seed)
-    manifest = ensure_index(catalog, args.rebuild)
-    nlist = int(manifest["build_parameters"]["nlist"])
+def tuning_runs(catalog: Path, n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``--runs`` timed tunes of a freshly loaded index, or with ``--reuse-tuning`` the last recorded ones."""
+    recorded = RESULTS / f"autotune_{n}.json"
+    if args.reuse_tuning and recorded.exists():
+        log(f"n={n}: reusing the tuning runs recorded in {recorded}")
+        return json.loads(recorded.read_text())["tunes"]
     tunes = []
     for run in range(args.runs):
         loaded, load_seconds = fresh_load(catalog)
@@ -167,25 +191,33 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                       "target_met": result.target_met})
         del loaded
         gc.collect()
+    return tunes
+
+
+def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    catalog, fresh = dataset(n, args.clusters, args.seed)
+    manifest = ensure_index(catalog, args.rebuild)
+    tunes = tuning_runs(catalog, n, args)
     loaded, _ = fresh_load(catalog)
-    picked = tunes[-1]["picked"]
+    picked, default = tunes[-1]["picked"], manifest["search_parameters"]
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     _, truth_rows = faiss.knn(fresh, np.asarray(loaded.vectors), K, faiss.METRIC_INNER_PRODUCT)
     truth = loaded.ids[truth_rows]
-    at_pick = measure(loaded, picked, fresh, truth)
-    at_default = measure(loaded, manifest["search_parameters"], fresh, truth)
-    sweep = manual_sweep(loaded, nlist, 4 * int(float(picked.split("=")[1])), fresh, truth)
-    manual = {}
-    for label, recall in (("at_pick_recall", at_pick["recall"]), ("at_target", TARGET_RECALL)):
-        parameters = fastest_reaching(sweep, recall)
-        manual[label] = measure(loaded, parameters, fresh, truth) if parameters else None
-    log(f"n={n}: fresh recall at pick {at_pick['recall']:.4f}, default {at_default['recall']:.4f}")
+    sweep = manual_sweep(loaded, int(manifest["build_parameters"]["nlist"]), int(float(picked.split("=")[1])),
+                         fresh, truth)
+    picked_recall = next(point["recall"] for point in sweep if point["parameters"] == picked)
+    manual = {"at_pick_recall": fastest_reaching(sweep, picked_recall),
+              "at_target": fastest_reaching(sweep, TARGET_RECALL)}
+    points = list(dict.fromkeys([picked, default, *(point for point in manual.values() if point)]))
+    measured = measure(loaded, points, fresh, truth)
+    log(f"n={n}: fresh recall at pick {measured[picked]['recall']:.4f}, default {measured[default]['recall']:.4f}")
     return {
         "n": n, "dimension": DIM, "clusters": args.clusters, "seed": args.seed,
         "factory": manifest["factory"], "build_seconds": manifest["build_seconds"],
-        "default_parameters": manifest["search_parameters"], "tunes": tunes,
+        "default_parameters": default, "tunes": tunes,
         "tune_seconds_median": statistics.median(run["seconds"] for run in tunes),
-        "fresh_queries": len(fresh), "at_pick": at_pick, "at_default": at_default, "manual": manual,
+        "fresh_queries": len(fresh), "at_pick": measured[picked], "at_default": measured[default],
+        "manual": {label: measured[point] if point else None for label, point in manual.items()},
         "manual_sweep": sweep,
         "machine": {"cores": os.cpu_count(), "processor": processor_name(), "python": platform.python_version(),
                     "faiss": faiss.__version__},
@@ -201,10 +233,6 @@ def processor_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def speedup(slow: dict[str, Any] | None, fast: dict[str, Any]) -> str:
-    return f"{slow['batch_ms'] / fast['batch_ms']:.2f}x" if slow else "-"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -235,7 +263,7 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         f"On {results[0]['fresh_queries']} fresh queries (never seen by autotune), recall@10 and ms per query:",
         "",
-        "| vectors | point | parameters | recall@10 | batched ms | single ms | batched: pick is faster by |",
+        "| vectors | point | parameters | recall@10 | batched ms | single ms | batched time / pick's |",
         "|---|---|---|---|---|---|---|",
     ]
     for result in results:
@@ -247,7 +275,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
             if point is None:
                 lines.append(f"| {result['n']:,} | {label} | none reached | - | - | - | - |")
                 continue
-            factor = "-" if point is pick else speedup(point, pick)
+            factor = "same point" if point["parameters"] == pick["parameters"] else (
+                f"{point['batch_ms'] / pick['batch_ms']:.2f}")
             lines.append(
                 f"| {result['n']:,} | {label} | {point['parameters']} | {point['recall']:.4f} | "
                 f"{point['batch_ms']:.3f} | {point['single_ms']:.3f} | {factor} |"
@@ -256,7 +285,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
         "",
         "Reading it: the pick comes from FAISS's power-of-two nprobe grid, so it can over-deliver recall; "
         "the manual sweep (dense grid, chosen on the fresh queries themselves, i.e. with hindsight) shows "
-        "what a finer grid would save. Speed-up factors below 1 mean the other point is faster.",
+        "what a finer grid would save. A time ratio below 1: that point is faster than the pick; above 1: slower. "
+        "The points are measured taking turns (interleaved passes), medians of 3 batched passes. "
+        "Most of the time to tune goes to the widest points of FAISS's range (nprobe up to nlist/2, "
+        "recall long saturated): the profile keeps the whole grid, so every point is measured.",
         "",
     ]
     return "\n".join(lines)
@@ -266,7 +298,7 @@ def update_benchmarks_md(section: str) -> None:
     """Replace (or append) the autotune section of BENCHMARKS.md, keeping every other section."""
     text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
     pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    replaced, count = pattern.subn(lambda _match: section, text)
+    replaced, count = pattern.subn(lambda _match: section.rstrip("\n") + "\n\n", text)
     text = replaced if count else text.rstrip("\n") + "\n\n" + section
     BENCHMARKS.write_text(text.rstrip("\n") + "\n")
 
@@ -278,6 +310,8 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=256, help="clusters of the synthetic generator")
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--rebuild", action="store_true", help="build the index again")
+    parser.add_argument("--reuse-tuning", action="store_true",
+                        help="skip the timed tuning runs, reuse those in bench/results/autotune_<n>.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
