@@ -48,7 +48,7 @@ MACROS_DIR = SQL_DIR / "macros"
 
 #: UDF families in registration order; a later family may call an earlier one's UDFs.
 UDF_FAMILIES = ("udfs.chunking", "udfs.embedding", "udfs.metrics", "udfs.faiss_search", "udfs.explain",
-                "udfs.evaluation", "udfs.autotune")
+                "udfs.evaluation", "udfs.autotune", "udfs.xtr")
 #: Extensions loaded on every connection, from their PyPI packages when offline.
 EXTENSIONS = ("fts", "vss")
 #: Table functions whose first argument is a file path or glob, resolved against the catalog.
@@ -70,6 +70,9 @@ DEFAULT_MAX_CHUNK_CHARS = 1200
 #: Standard-library packages the demo ingests: real code present on every machine with Python.
 DEMO_PACKAGES = ("json", "http", "urllib", "logging", "concurrent", "tomllib", "zoneinfo", "wsgiref",
                  "sqlite3")
+#: The demo's XTR lens: lens queries and chunks drawn besides their pooled ones (see evaluate_demo).
+DEMO_XTR_QUERIES = 12
+DEMO_XTR_SAMPLE = 40
 
 
 class CatalogError(RuntimeError):
@@ -687,6 +690,15 @@ def build_parser() -> argparse.ArgumentParser:
                                "(runs sql/build_bm25_index.sql)")
     with_catalog(bm25)
 
+    xtr = commands.add_parser("xtr", help="build the XTR oracle lens over a dev split of chunks (runs "
+                              "sql/build_xtr.sql) and print sql/report_xtr.sql; needs a loaded query set")
+    with_catalog(xtr)
+    xtr.add_argument("--sample", type=int, help="chunks drawn at random into the dev split besides the pooled "
+                     "and judged ones (default 200)")
+    xtr.add_argument("--queries", type=positive_int, help="lens queries drawn from the queries table (default: all)")
+    xtr.add_argument("--k", type=positive_int, help="depth of the oracle rankings (default 100)")
+    xtr.add_argument("--seed", type=int, help="seed of the draws (default 0)")
+
     sql_cmd = commands.add_parser("sql", help="run a SQL script and print its result")
     sql_cmd.add_argument("script")
     with_catalog(sql_cmd)
@@ -767,6 +779,13 @@ def build_bm25_index(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRe
     return run_script(connection, SQL_DIR / "build_bm25_index.sql")
 
 
+def build_xtr_lens(connection: duckdb.DuckDBPyConnection, catalog: Path, **parameters: Any) -> None:
+    """Build the XTR oracle lens (``sql/build_xtr.sql``), apply its views, print ``sql/report_xtr.sql``."""
+    LOG.info("XTR lens: %s", run_script(connection, SQL_DIR / "build_xtr.sql", parameters).fetchone())
+    apply_views(connection, catalog)
+    print_relation(run_script(connection, SQL_DIR / "report_xtr.sql"))
+
+
 def evaluate_demo(connection: duckdb.DuckDBPyConnection, catalog: Path, repo_root: Path) -> None:
     """Docstring-to-function evaluation of the demo store; prints coverage and per-channel quality.
 
@@ -788,6 +807,9 @@ def evaluate_demo(connection: duckdb.DuckDBPyConnection, catalog: Path, repo_roo
              heatmap_file)
     print_relation(run_script(connection, SQL_DIR / "report_coverage.sql"))
     print_relation(run_script(connection, SQL_DIR / "report_eval.sql"))
+    # A seeded sample of DEMO_XTR_QUERIES queries: their pooled chunks plus DEMO_XTR_SAMPLE drawn ones make a
+    # dev split of about 200 chunks, whose encoder pass takes about half a minute on two cores.
+    build_xtr_lens(connection, catalog, query_sample=DEMO_XTR_QUERIES, sample=DEMO_XTR_SAMPLE)
 
 
 def command_ingest_run(repo: Path | str, catalog: str, include: list[str], max_file_bytes: int,
@@ -837,6 +859,13 @@ def main(argv: list[str] | None = None) -> int:
             connection = connect(args.catalog, settings=settings)
             try:
                 print_relation(build_bm25_index(connection))
+            finally:
+                connection.close()
+        elif args.command == "xtr":
+            connection = connect(args.catalog, settings=settings)
+            try:
+                build_xtr_lens(connection, Path(args.catalog).expanduser().resolve(), sample=args.sample,
+                               query_sample=args.queries, k=args.k, seed=args.seed)
             finally:
                 connection.close()
         elif args.command == "sql":

@@ -447,13 +447,13 @@ class _ThreadParsers(threading.local):
         return self.queries[language]
 
 
-_thread_parsers = _ThreadParsers()
+thread_parsers = _ThreadParsers()
 
 
 def _definitions(language: str, root: tree_sitter.Node) -> list[tuple[int, str]]:
     """(start byte of the definition node, defined name) in source order."""
     definitions = []
-    for _, captures in tree_sitter.QueryCursor(_thread_parsers.definition_query(language)).matches(root):
+    for _, captures in tree_sitter.QueryCursor(thread_parsers.definition_query(language)).matches(root):
         name_node = captures["name"][0]
         # Computed or quoted names (``[Symbol.iterator]() {}``) are expressions, not symbols.
         if name_node.type.endswith("identifier") and name_node.text is not None:
@@ -478,7 +478,7 @@ def chunk_source(
     sizes = _NonWhitespaceCounter(text, data)
     definitions: list[tuple[int, str]] = []
     if language in GRAMMAR_LANGUAGES:
-        root = _thread_parsers.parser(language).parse(data).root_node
+        root = thread_parsers.parser(language).parse(data).root_node
         if root.has_error:
             logger.debug("%s: %s syntax errors; chunking tree-sitter's recovered tree", uri, language)
         pieces, split_units = _syntax_pieces(data, root, sizes, max_chars)

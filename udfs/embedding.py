@@ -102,7 +102,7 @@ class SentenceEmbedder:
         self.batch_size = batch_size
         self.sort_by_length = sort_by_length
         self.progress = EmbeddingProgress()
-        self._tokenizer = _load_tokenizer(self.tokenizer_path, max_tokens)
+        self._tokenizer = load_tokenizer(self.tokenizer_path, max_tokens)
         self._session = _load_session(self.model_path, threads or os.cpu_count() or 1)
         self._input_names = {model_input.name for model_input in self._session.get_inputs()}
         unsupported = self._input_names - {"input_ids", "attention_mask", "token_type_ids"}
@@ -186,7 +186,7 @@ def _normalise_rows(matrix: np.ndarray) -> np.ndarray:
     return (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def _load_tokenizer(path: Path, max_tokens: int) -> tokenizers.Tokenizer:
+def load_tokenizer(path: Path, max_tokens: int) -> tokenizers.Tokenizer:
     try:
         tokenizer = tokenizers.Tokenizer.from_file(str(path))
     except Exception as error:  # the Rust binding raises a bare Exception

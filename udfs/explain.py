@@ -37,7 +37,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from udfs.chunking import GRAMMAR_LANGUAGES, _thread_parsers
+from udfs.chunking import GRAMMAR_LANGUAGES, thread_parsers
 from udfs.context import CatalogContext
 from udfs.registry import UdfSpec
 
@@ -105,7 +105,7 @@ def chunk_structure(content: str, language: str | None) -> ChunkStructure:
     if language not in GRAMMAR_LANGUAGES:
         return ChunkStructure(None, tuple(_WORD.findall(content)))
     source = textwrap.dedent(content).encode()
-    root = _thread_parsers.parser(language).parse(source).root_node
+    root = thread_parsers.parser(language).parse(source).root_node
     kinds: dict[str, None] = {}
     words: list[str] = []
     cursor = root.walk()
