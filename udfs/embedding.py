@@ -104,6 +104,7 @@ class SentenceEmbedder:
         self.progress = EmbeddingProgress()
         self._tokenizer = load_tokenizer(self.tokenizer_path, max_tokens)
         self._session = _load_session(self.model_path, threads or os.cpu_count() or 1)
+        self._run_lock = threading.Lock()
         self._input_names = {model_input.name for model_input in self._session.get_inputs()}
         unsupported = self._input_names - {"input_ids", "attention_mask", "token_type_ids"}
         if unsupported:
@@ -176,7 +177,11 @@ class SentenceEmbedder:
             token_type_ids[row, :length] = encoding.type_ids
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
         feeds = {name: array for name, array in feeds.items() if name in self._input_names}
-        (hidden,) = self._session.run([output_name], feeds)
+        # onnxruntime's intra-op pool already uses every core; DuckDB worker threads calling
+        # embed at once would oversubscribe them (measured slower in bench/bench_ingest.py),
+        # so model runs take turns and onnxruntime owns the cores.
+        with self._run_lock:
+            (hidden,) = self._session.run([output_name], feeds)
         return hidden.astype(np.float32, copy=False), attention_mask
 
 
