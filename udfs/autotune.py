@@ -220,7 +220,7 @@ def exact_neighbours(loaded: LoadedIndex, queries: np.ndarray, k: int) -> np.nda
     try:
         _, rows = knn_ground_truth(queries, blocks(), k, metric, ngpu=0 if loaded.device == "cpu" else -1)
     finally:
-        faiss.omp_set_num_threads(loaded.threads)
+        faiss.omp_set_num_threads(loaded.lone_search_threads)
     return loaded.ids[rows]
 
 
@@ -402,7 +402,7 @@ def tune(
     space = parameter_space(loaded, function)
     with loaded.search_lock or contextlib.nullcontext():
         truth = exact_neighbours(loaded, queries_in_index_space, k)
-        faiss.omp_set_num_threads(loaded.threads)
+        faiss.omp_set_num_threads(loaded.lone_search_threads)
         space.set_index_parameters(loaded.index, space.n_combinations() - 1)  # warm up on the widest search
         loaded.index.search(queries_in_index_space[:BATCH_QUERIES], k)
         hits, batch_seconds = _batched_sweep(loaded, space, queries_in_index_space, truth, k)
@@ -431,7 +431,7 @@ def tune(
         "oracle": _oracle_description(loaded, len(raw_queries)),
         "queries": query_description,
         "timing": {
-            "threads": loaded.threads,
+            "threads": loaded.lone_search_threads,
             "device": loaded.device,
             "batch_queries": BATCH_QUERIES,
             "single_query_sample": int(single_seconds.shape[1]),

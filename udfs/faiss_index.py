@@ -24,7 +24,7 @@ Settings (``DEFAULT_SETTINGS``, read from ``context.settings``): every :class:`B
 field as ``faiss_<field>`` (``faiss_nlist``, ``faiss_metric``, ...; function arguments to
 ``build_index``/``faiss_build`` override them, unprefixed), plus the load-time
 ``faiss_use_gpu`` (default off), ``faiss_gpu_mode`` ('replicate' | 'shard') and
-``faiss_threads`` (default 1, see :func:`_search_threads`).
+``faiss_threads`` (default adaptive, see :func:`_search_threads`).
 
 Metrics: 'ip' (inner product; the store's embeddings are already normalised, so this is
 cosine without the cost of normalising), 'cos' (vectors and queries normalised first), 'l2'.
@@ -230,7 +230,7 @@ class BuildOptions:
 DEFAULT_SETTINGS: dict[str, Any] = {
     **{f"faiss_{field.name}": field.default for field in dataclasses.fields(BuildOptions)},
     "faiss_gpu_mode": "replicate",
-    "faiss_threads": 1,
+    "faiss_threads": None,
 }
 
 
@@ -706,22 +706,24 @@ def list_versions(catalog_dir: Path | str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- load
 
 
-def _search_threads(settings: Mapping[str, Any]) -> int:
-    """OpenMP threads per FAISS search call (setting ``faiss_threads``, default 1).
+def _search_threads(settings: Mapping[str, Any]) -> int | None:
+    """OpenMP threads per FAISS search call: setting ``faiss_threads``, or None for adaptive.
 
-    DuckDB already runs the UDF on several worker threads, one chunk of query rows each,
-    and faiss releases the GIL while searching, so parallelism comes from DuckDB.  Letting
-    every call also start an OpenMP team (faiss, and the OpenMP build of OpenBLAS inside
-    its Flat search) oversubscribes the cores: on the 2-core test machine 8192 queries
-    against 50k x 384 Flat took 3.3-4.4 s with faiss_threads=2 against 1.8-1.9 s with 1.
-    So bootstrap should set DuckDB ``threads`` to cores // faiss_threads (the default,
-    cores, with faiss_threads=1).  Raise faiss_threads (and lower DuckDB threads) only for
-    single-query latency on a large IVF index.  ``omp_set_num_threads`` is per calling
-    thread (an OpenMP ICV), so :meth:`LoadedIndex.search` sets it on each DuckDB worker.
+    DuckDB calls the UDF from its worker threads, one chunk of query rows each, and faiss
+    releases the GIL while searching.  A fixed OpenMP team per call either oversubscribes
+    the cores when several chunks are in flight (2 threads x 2 calls on 2 cores: 3.3-4.4 s
+    against 1.8-1.9 s for 8192 Flat queries) or leaves cores idle when DuckDB hands the
+    whole query column to one call (bench/bench_search.py measured faiss_topk at 2.0x the
+    time of index.search with 1 thread per call).  Adaptive, the default, gives each call
+    cores // (searches in flight) threads, which measured 1.04x.  ``omp_set_num_threads``
+    is per calling thread (an OpenMP ICV), so :meth:`LoadedIndex.search` sets it each call.
     """
-    threads = int(settings.get("faiss_threads", DEFAULT_SETTINGS["faiss_threads"]))
+    value = settings.get("faiss_threads", DEFAULT_SETTINGS["faiss_threads"])
+    if value is None:
+        return None
+    threads = int(value)
     if threads < 1:
-        raise UdfError(f"faiss: setting faiss_threads must be at least 1, got {threads}")
+        raise UdfError(f"faiss: setting faiss_threads must be at least 1 (or null for adaptive), got {threads}")
     return threads
 
 
@@ -782,9 +784,16 @@ class LoadedIndex:
     ids: np.ndarray  # faiss row -> chunk id, ascending
     vectors: np.ndarray  # (ntotal, d) raw store vectors, row-aligned with ids, memory-mapped
     device: str  # "cpu" or "gpu:<mode>:<gpus>"
-    threads: int
+    threads: int | None  # OpenMP threads per search; None: cores // searches in flight
     # GPU indexes are not safe for concurrent searches from several DuckDB threads.
     search_lock: threading.Lock | None = None
+    _in_flight: int = 0
+    _in_flight_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    @property
+    def lone_search_threads(self) -> int:
+        """OpenMP threads a search gets when it is the only one running."""
+        return self.threads or os.cpu_count() or 1
 
     @property
     def family(self) -> str:
@@ -813,10 +822,17 @@ class LoadedIndex:
         if self.metric == "cos":
             queries = queries.copy()
             faiss.normalize_L2(queries)
-        faiss.omp_set_num_threads(self.threads)
-        started = time.perf_counter()
-        with self.search_lock or contextlib.nullcontext():
-            distances, labels = self.index.search(queries, k)
+        with self._in_flight_lock:
+            self._in_flight += 1
+            in_flight = self._in_flight
+        try:
+            faiss.omp_set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // in_flight))
+            started = time.perf_counter()
+            with self.search_lock or contextlib.nullcontext():
+                distances, labels = self.index.search(queries, k)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
         ANN_SEARCH_SECONDS.labels(family=self.family).observe(time.perf_counter() - started)
         return (-distances if self.metric == "l2" else distances), labels
 
