@@ -179,7 +179,8 @@ def test_cli_sql_reports_a_failing_statement_cleanly(synthetic_catalog: Path, tm
 
 def test_cli_shell_runs_statements_from_stdin(synthetic_catalog: Path) -> None:
     completed = run_cli("shell", "--catalog", str(synthetic_catalog),
-                        stdin="SELECT count(*) AS n\nFROM chunks;\nSELECT nonsense_column FROM chunks;\nSELECT 7 AS seven;\n")
+                        stdin="SELECT count(*) AS n\nFROM chunks;\n"
+                              "SELECT nonsense_column FROM chunks;\nSELECT 7 AS seven;\n")
     assert completed.returncode == 0, completed.stderr
     assert "2000" in completed.stdout and "seven" in completed.stdout
     assert "nonsense_column" in completed.stderr
