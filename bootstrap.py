@@ -397,18 +397,22 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
         for quoted, value in zip(names, (parameters or {}).values(), strict=True):
             connection.execute(f"SET VARIABLE {quoted} = ?", [value])
         result = None
+        owners = core_owning_names(connection)
         for number, statement in enumerate(statements, start=1):
             LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
             try:
-                if number < len(statements):
-                    connection.execute(statement)
-                else:
-                    # The final query runs, and is materialised, here: its errors name the statement
-                    # and its rows are those of this script's variables, reset below.
-                    relation = connection.sql(statement)
-                    result = connection.from_arrow(relation.to_arrow_table()) if relation is not None else None
+                with core_owner_threads(connection, statement, owners):
+                    if number < len(statements):
+                        connection.execute(statement)
+                    else:
+                        # The final query runs, and is materialised, here: its errors name the statement
+                        # and its rows are those of this script's variables, reset below.
+                        relation = connection.sql(statement)
+                        result = connection.from_arrow(relation.to_arrow_table()) if relation is not None else None
             except duckdb.Error as error:
                 raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
+            if sql_words(statement) & DEFINING_WORDS:
+                owners = core_owning_names(connection)
         return result
     finally:
         for quoted in names:
@@ -457,6 +461,46 @@ def duckdb_threads(connection: duckdb.DuckDBPyConnection, threads: int) -> Itera
         yield
     finally:
         connection.execute("SET threads = ?", [previous])
+
+
+def sql_words(text: str) -> set[str]:
+    """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them."""
+    tokens = duckdb.tokenize(text)
+    ends = [start for start, _ in tokens[1:]] + [len(text)]
+    return {
+        text[start:end].strip().strip('"').lower()
+        for (start, kind), end in zip(tokens, ends, strict=True)
+        if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)
+    }
+
+
+def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
+    """The UDFs that run their own thread pool, and every macro and view that calls one.
+
+    Who owns the cores: DuckDB's Python client busy-waits on the calling thread while a
+    worker thread runs a chunk, so a UDF that parallelises over the chunk itself (FAISS's
+    OpenMP team, onnxruntime) shares its cores with that spin.  faiss_topk over 2,000
+    queries ran 1.5x the time of a direct index.search when a DuckDB worker called it, and
+    1.05x with ``threads = 1``, when the client thread runs it; embedding ran 1.4x faster
+    (bench/bench_search.py, bench/bench_ingest.py).  So a statement naming any of these runs
+    with DuckDB on one thread (:func:`core_owner_threads`) and the UDF owns the cores.
+    """
+    names = {spec.name for spec in all_udf_specs() if spec.owns_cores}
+    bodies = [(name.lower(), sql_words(body)) for name, body in
+              connection.execute((SQL_DIR / "catalog_definitions.sql").read_text()).fetchall()]
+    while grown := {name for name, words in bodies if name not in names and words & names}:
+        names |= grown
+    return frozenset(names)
+
+
+def core_owner_threads(connection: duckdb.DuckDBPyConnection, statement: str,
+                       owners: frozenset[str]) -> contextlib.AbstractContextManager[None]:
+    """DuckDB on one thread while ``statement`` runs, if it names one of ``owners``."""
+    return duckdb_threads(connection, 1) if sql_words(statement) & owners else contextlib.nullcontext()
+
+
+#: Statements with these words may define a macro or view that calls a core-owning UDF.
+DEFINING_WORDS = frozenset({"macro", "function", "view"})
 
 
 @contextlib.contextmanager
@@ -611,14 +655,12 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
             report = run_script(connection, script, {**parameters, "staging_dir": staging_dir})
             file_report = [(str(s), int(n)) for s, n in report.fetchall()] if report is not None else []
             # The staged view may read the staging script's parameters, so they are set again.
-            # Embedding dominates this step and onnxruntime already uses every core: one DuckDB
-            # thread embeds 1.5x faster than two (bench/bench_ingest.py).
-            with duckdb_threads(connection, 1):
-                run_script(connection, SQL_DIR / "write_chunk_store.sql", {
-                    **parameters,
-                    "staging_dir": staging_dir,
-                    "arrow_schema": arrow_schema_metadata(int(dimension_of(connection))),
-                })
+            # It embeds, so run_script gives onnxruntime the cores (core_owning_names).
+            run_script(connection, SQL_DIR / "write_chunk_store.sql", {
+                **parameters,
+                "staging_dir": staging_dir,
+                "arrow_schema": arrow_schema_metadata(int(dimension_of(connection))),
+            })
             run_script(connection, SQL_DIR / "derive_store_metadata.sql",
                        {"staging_dir": staging_dir, "embedder": embedder_of(connection)})
             manifest = read_store_manifest(staging)
@@ -921,7 +963,8 @@ def run_shell(connection: duckdb.DuckDBPyConnection) -> None:
             buffer.clear()
             try:
                 for statement in duckdb.extract_statements(text):
-                    print_relation(connection.sql(statement.query))
+                    with core_owner_threads(connection, statement.query, core_owning_names(connection)):
+                        print_relation(connection.sql(statement.query))
             except duckdb.Error as error:
                 print(f"error: {describe_error(error)}", file=sys.stderr)
     finally:

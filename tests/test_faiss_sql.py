@@ -444,3 +444,29 @@ def test_views_show_indexed_unindexed_and_orphan_chunks(
     assert [chunk_id for (chunk_id,) in orphans] == sorted(dropped)
     unindexed = connection.execute("SELECT id, faiss_row FROM v_faiss_join WHERE NOT indexed ORDER BY id")
     assert unindexed.fetchall() == [(10**15 + i, None) for i in range(30)]
+
+
+def test_statements_calling_core_owning_udfs_run_with_one_duckdb_thread(
+    synthetic_catalog: Path, connection, tmp_path: Path
+) -> None:
+    """FAISS's OpenMP team owns the cores while a statement calls faiss_topk, directly or
+    through a macro (also one the script itself defines); other statements keep the setting."""
+    build_index(synthetic_catalog, "flat")
+    connection.execute("SET threads = 3")
+    owners = bootstrap.core_owning_names(connection)
+    assert {"faiss_topk", "exact_rerank", "embed", "faiss_search"} <= owners
+    assert "faiss_index_info" not in owners
+    script = tmp_path / "threads.sql"
+    script.write_text(
+        "CREATE TEMP TABLE q AS SELECT [0.1, 0.2] || list_transform(range(382), i -> 0.0::FLOAT) AS v;\n"
+        "CREATE TEMP TABLE plain AS SELECT current_setting('threads') AS threads;\n"
+        "CREATE TEMP TABLE direct AS SELECT current_setting('threads') AS threads, "
+        "len(faiss_topk(q.v, 3)) AS hits FROM q;\n"
+        "CREATE TEMP MACRO nearest(v) AS TABLE SELECT * FROM faiss_search(v, k := 2);\n"
+        "CREATE TEMP TABLE via_macro AS SELECT current_setting('threads') AS threads, count(*) AS hits "
+        "FROM q, LATERAL nearest(q.v);\n"
+        "SELECT p.threads AS plain, d.threads AS direct, d.hits AS direct_hits, m.threads AS via_macro, "
+        "m.hits AS macro_hits FROM plain AS p, direct AS d, via_macro AS m;\n"
+    )
+    assert bootstrap.run_script(connection, script).fetchone() == (3, 1, 3, 1, 2)
+    assert connection.execute("SELECT current_setting('threads')").fetchone() == (3,)

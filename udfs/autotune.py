@@ -655,6 +655,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         kind="native",
         null_handling="special",
         side_effects=True,
+        owns_cores=True,
         doc="Measure the published index's search-parameter grid, pick and persist a tuning profile; "
         "returns every point.",
     ),

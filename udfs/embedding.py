@@ -306,6 +306,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type=lambda context: f"FLOAT[{embedding_dim(context)}]",
         kind="arrow",
         null_handling="special",
+        owns_cores=True,
         doc="L2-normalised sentence embedding of text (NULL for NULL); model set by embed_model.",
     ),
     UdfSpec(

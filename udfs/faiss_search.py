@@ -262,6 +262,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         parameters=("FLOAT[]", "INTEGER"),
         return_type=HITS_TYPE,
         null_handling="special",
+        owns_cores=True,
         doc="Top-k chunks of the published index per query vector (rank from 1, higher score is better).",
     ),
     UdfSpec(
@@ -270,6 +271,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         parameters=("FLOAT[]", "BIGINT[]", "INTEGER", "VARCHAR"),
         return_type=HITS_TYPE,
         null_handling="special",
+        owns_cores=True,
         doc="Exact top-k of candidate chunk ids by metric 'ip', 'cos' or 'l2' over the stored vectors.",
     ),
     UdfSpec(
@@ -300,6 +302,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type="VARCHAR",
         kind="native",
         side_effects=True,
+        owns_cores=True,
         doc="Build (and unless options.publish is false, publish) an index version; returns the manifest.",
     ),
 )

@@ -42,6 +42,9 @@ class UdfSpec:
     null_handling: Literal["default", "special"] = "default"
     exception_handling: Literal["default", "return_null"] = "default"
     side_effects: bool = False
+    #: The function runs its own thread pool (FAISS's OpenMP team, onnxruntime) over the whole
+    #: chunk; statements that call it run with DuckDB threads=1 (bootstrap.core_owning_names).
+    owns_cores: bool = False
     doc: str = ""
 
     def resolve_type(self, spec: TypeSpec, context: CatalogContext) -> duckdb.sqltypes.DuckDBPyType:

@@ -437,6 +437,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         # NULL lists (an empty split or query set) must reach the function and get its error.
         null_handling="special",
         side_effects=True,
+        owns_cores=True,
         doc="xtr_build_lens(dev_split, queries, k, parameters): encode the dev split's chunk tokens, write the "
         "XTR and Flat oracle top-k and the token vectors under xtr/ (see sql/build_xtr.sql); returns a summary.",
     ),
