@@ -465,13 +465,16 @@ def duckdb_threads(connection: duckdb.DuckDBPyConnection, threads: int) -> Itera
 
 def sql_words(text: str) -> set[str]:
     """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them."""
-    tokens = duckdb.tokenize(text)
-    ends = [start for start, _ in tokens[1:]] + [len(text)]
+    # The tokenizer gives where each token starts; WORD reads the token from there.
     return {
-        text[start:end].strip().strip('"').lower()
-        for (start, kind), end in zip(tokens, ends, strict=True)
+        "".join(WORD.match(text, start).groups("")).lower()
+        for start, kind in duckdb.tokenize(text)
         if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)
     }
+
+
+#: One identifier or keyword: a quoted name, or a run of word characters.
+WORD = re.compile(r'"((?:[^"]|"")*)"|(\w+)')
 
 
 def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:

@@ -184,3 +184,9 @@ def test_cli_shell_runs_statements_from_stdin(synthetic_catalog: Path) -> None:
     assert completed.returncode == 0, completed.stderr
     assert "2000" in completed.stdout and "seven" in completed.stdout
     assert "nonsense_column" in completed.stderr
+
+
+def test_sql_words_reads_identifiers_and_keywords_only() -> None:
+    assert bootstrap.sql_words("") == set()
+    assert bootstrap.sql_words('SELECT "Faiss_TopK"(q, 10) FROM t -- embed\nWHERE x = \'view\'') == {
+        "select", "faiss_topk", "q", "from", "t", "where", "x"}
