@@ -473,8 +473,9 @@ def sql_words(text: str) -> set[str]:
     }
 
 
-#: One identifier or keyword: a quoted name, or a run of word characters.
-WORD = re.compile(r'"((?:[^"]|"")*)"|(\w+)')
+#: One identifier or keyword: a quoted name or a run of word characters, after any punctuation
+#: the tokenizer counts with it (a cast's ``::`` starts the type's token).
+WORD = re.compile(r'[^\w"]*(?:"((?:[^"]|"")*)"|(\w+))')
 
 
 def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:

@@ -188,5 +188,5 @@ def test_cli_shell_runs_statements_from_stdin(synthetic_catalog: Path) -> None:
 
 def test_sql_words_reads_identifiers_and_keywords_only() -> None:
     assert bootstrap.sql_words("") == set()
-    assert bootstrap.sql_words('SELECT "Faiss_TopK"(q, 10) FROM t -- embed\nWHERE x = \'view\'') == {
-        "select", "faiss_topk", "q", "from", "t", "where", "x"}
+    assert bootstrap.sql_words('SELECT "Faiss_TopK"(q, 10)::INTEGER[] FROM t -- embed\nWHERE x = \'view\'') == {
+        "select", "faiss_topk", "q", "integer", "from", "t", "where", "x"}
