@@ -717,6 +717,8 @@ def _search_threads(settings: Mapping[str, Any]) -> int | None:
     time of index.search with 1 thread per call).  Adaptive, the default, gives each call
     cores // (searches in flight) threads, which measured 1.04x.  ``omp_set_num_threads``
     is per calling thread (an OpenMP ICV), so :meth:`LoadedIndex.search` sets it each call.
+    The team still shares the cores with DuckDB's Python client, which spins while a worker
+    thread runs the call; bootstrap.core_owning_names gives those statements DuckDB's one thread.
     """
     value = settings.get("faiss_threads", DEFAULT_SETTINGS["faiss_threads"])
     if value is None:
