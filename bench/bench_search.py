@@ -83,6 +83,7 @@ EF_SEARCHES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 REFINE_NPROBES = (8, 12, 16, 32)
 REFINE_K_FACTORS = (4, 16, 64, 128, 192, 256, 384)
 RERANK_K_FACTORS = (1, 2, 4, 8, 16, 32)
+SYNTHETIC_FAMILIES = ["auto", "ivf_flat", "ivf_sq", "hnsw", "ivf_pq"]
 VSS_EF_SEARCHES = EF_SEARCHES
 # A sweep point whose batched run takes longer than this ends its sweep (the next is slower still).
 SWEEP_POINT_LIMIT_S = 60.0
@@ -1020,7 +1021,7 @@ class FaissBench:
 
 
 def faiss_phase(dataset: Dataset, args: argparse.Namespace, results: dict[str, Any]) -> None:
-    families = ["auto"] if dataset.real else ["auto", "ivf_flat", "hnsw", "ivf_pq"]
+    families = ["auto"] if dataset.real else args.families
     builds = ensure_builds(dataset, families, args.rebuild)
     queries = dataset.queries(args.queries)
     dataset.truth(args.queries)  # the overhead diagnostics need no recall, so no truth beyond --queries
@@ -1704,6 +1705,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=20261125)
     parser.add_argument("--skip-vss", action="store_true", help="skip the vss HNSW contender")
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo store")
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        default=SYNTHETIC_FAMILIES,
+        choices=["auto", *faiss_index.FAMILIES],
+        help=f"FAISS builds measured on the synthetic sets (default {' '.join(SYNTHETIC_FAMILIES)}); "
+        "overhead diagnostics need auto, the re-rank table ivf_pq",
+    )
     parser.add_argument("--rebuild", action="store_true", help="build FAISS indexes again instead of reusing them")
     parser.add_argument(
         "--render-only",

@@ -1,11 +1,12 @@
 /* Build a FAISS index over store/CURRENT, publish it, and return its manifest as
    (field, value) rows.  Every parameter is an optional DuckDB variable; unset ones fall back
    to the connection's faiss_* settings, then to the defaults in udfs/faiss_index.py:
-     family            'auto' (default) | 'flat' | 'ivf_flat' | 'ivf_pq' | 'hnsw' | 'ivf_pq_refine'
+     family            'auto' (default) | 'flat' | 'ivf_flat' | 'ivf_sq' | 'ivf_pq' | 'hnsw' | 'ivf_pq_refine'
      metric            'ip' (default; the store's vectors are unit length) | 'cos' | 'l2'
      nlist, nprobe, pq_m, pq_nbits, opq, train_sample, seed      IVF and PQ families
      hnsw_m, ef_construction, ef_search                         hnsw
      refine_k_factor                                            ivf_pq_refine
+     sq_type           'fp16' (default) | '8': codes of ivf_sq
      memory_budget_bytes, use_gpu                               what 'auto' chooses by
      publish           true (default) | false: build the version without flipping CURRENT
    python bootstrap.py sql sql/build_index.sql --catalog DIR --param family=ivf_flat --param nlist=256 */
@@ -23,6 +24,7 @@ FROM faiss_build(
     nprobe := getvariable('nprobe'),
     ef_search := getvariable('ef_search'),
     refine_k_factor := getvariable('refine_k_factor'),
+    sq_type := getvariable('sq_type'),
     seed := getvariable('seed'),
     memory_budget_bytes := getvariable('memory_budget_bytes'),
     use_gpu := getvariable('use_gpu'),

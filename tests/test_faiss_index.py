@@ -59,6 +59,8 @@ def test_plan_derives_factory_strings_from_options() -> None:
     small = plan_index("ivf_flat", 2000, 384, BuildOptions())
     assert small.factory == f"IVF{2000 // 39},Flat"
     assert plan_index("ivf_pq", 2000, 384, BuildOptions()).factory == "IVF51,PQ48x5np"
+    assert plan_index("ivf_sq", 2000, 384, BuildOptions()).factory == "IVF51,SQfp16"
+    assert plan_index("ivf_sq", 2000, 384, BuildOptions(sq_type="8")).factory == "IVF51,SQ8"
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,7 @@ def test_plan_derives_factory_strings_from_options() -> None:
         ("kd_tree", {}, "family must be 'auto' or one of"),
         ("ivf_flat", {"nlist": "many"}, "option nlist must be an integer, got 'many'"),
         ("ivf_pq", {"opq": "maybe"}, "option opq must be a boolean, got 'maybe'"),
+        ("ivf_sq", {"sq_type": "4bit"}, "sq_type must be one of 'fp16', '8', got '4bit'"),
     ],
 )
 def test_bad_build_options_are_refused(family: str, params: dict, message: str) -> None:

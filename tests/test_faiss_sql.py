@@ -300,6 +300,8 @@ def test_rerank_counts_unknown_ids_and_reports_refine_metrics(synthetic_catalog:
     ("family", "params"),
     [
         ("ivf_flat", {"nprobe": 32}),
+        ("ivf_sq", {"nprobe": 32}),
+        ("ivf_sq", {"nprobe": 32, "sq_type": "8"}),
         ("hnsw", {"ef_search": 128}),
         ("ivf_pq_refine", {"nprobe": 32, "refine_k_factor": 8}),
     ],

@@ -75,7 +75,7 @@ FROM (SELECT unnest(faiss_metrics()) AS sample);
 CREATE OR REPLACE TEMP MACRO faiss_build(
     family := 'auto', nlist := NULL, pq_m := NULL, pq_nbits := NULL, opq := NULL, hnsw_m := NULL,
     ef_construction := NULL, metric := NULL, train_sample := NULL, nprobe := NULL, ef_search := NULL,
-    refine_k_factor := NULL, seed := NULL, memory_budget_bytes := NULL, use_gpu := NULL,
+    refine_k_factor := NULL, sq_type := NULL, seed := NULL, memory_budget_bytes := NULL, use_gpu := NULL,
     publish := true
 ) AS TABLE
 SELECT
@@ -91,7 +91,7 @@ FROM (
             'nlist': nlist, 'pq_m': pq_m, 'pq_nbits': pq_nbits, 'opq': opq, 'hnsw_m': hnsw_m,
             'ef_construction': ef_construction, 'metric': metric, 'train_sample': train_sample,
             'nprobe': nprobe, 'ef_search': ef_search, 'refine_k_factor': refine_k_factor,
-            'seed': seed, 'memory_budget_bytes': memory_budget_bytes, 'use_gpu': use_gpu,
+            'sq_type': sq_type, 'seed': seed, 'memory_budget_bytes': memory_budget_bytes, 'use_gpu': use_gpu,
             'publish': publish
         }) AS VARCHAR)) AS manifest
 ) AS built,
