@@ -542,7 +542,7 @@ def parameter_grid(family: str, nlist: int | None) -> list[list[str]]:
         return [[f"efSearch={ef}" for ef in EF_SEARCHES]]
     nprobes = [p for p in NPROBES if p < (nlist or 1)] + [nlist or 1]
     nprobes = sorted(set(p for p in nprobes if p <= NPROBES[-1]))
-    if family in ("ivf_flat", "ivf_pq"):
+    if family in ("ivf_flat", "ivf_sq", "ivf_pq"):
         return [[f"nprobe={p}" for p in nprobes]]
     return [[f"nprobe={p},k_factor_rf={kf}" for kf in REFINE_K_FACTORS] for p in REFINE_NPROBES if p <= (nlist or 1)]
 
