@@ -45,8 +45,11 @@ def exact_recall(loaded: faiss_index.LoadedIndex, queries: np.ndarray, k: int) -
     return sum(hits) / (len(queries) * k)
 
 
-def test_picked_point_is_the_fastest_reaching_the_target_on_the_tuning_queries(synthetic_catalog: Path) -> None:
-    build_index(synthetic_catalog, "ivf_flat")
+@pytest.mark.parametrize("family", ["ivf_flat", "ivf_sq"])
+def test_picked_point_is_the_fastest_reaching_the_target_on_the_tuning_queries(
+    synthetic_catalog: Path, family: str
+) -> None:
+    build_index(synthetic_catalog, family)
     loaded = load(synthetic_catalog)
     queries = autotune.held_out_queries(loaded.vectors, QUERIES, seed=7)
     result = autotune.tune(loaded, k=10, target_recall=0.9, queries=queries)
