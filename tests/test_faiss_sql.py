@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.abc
 import json
 import os
 import socket
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -472,3 +474,21 @@ def test_statements_calling_core_owning_udfs_run_with_one_duckdb_thread(
     )
     assert bootstrap.run_script(connection, script).fetchone() == (3, 1, 3, 1, 2)
     assert connection.execute("SELECT current_setting('threads')").fetchone() == (3,)
+
+
+def test_a_udf_call_searches_for_no_missing_module(synthetic_catalog: Path, connection) -> None:
+    """DuckDB looks pandas up on every Python UDF call; installed (a dependency for that reason),
+    the lookup is a dict hit, not a failed search of sys.path."""
+    build_index(synthetic_catalog, "flat")
+    searched: list[str] = []
+
+    class Spy(importlib.abc.MetaPathFinder):
+        def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+            searched.append(name)
+
+    sys.meta_path.insert(0, Spy())
+    try:
+        connection.execute("SELECT * FROM faiss_search(range(384)::FLOAT[], k := 3, k_factor := 2)").fetchall()
+    finally:
+        sys.meta_path.pop(0)
+    assert searched == []
