@@ -400,8 +400,9 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
         owners = core_owning_names(connection)
         for number, statement in enumerate(statements, start=1):
             LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
+            words = sql_words(statement)
             try:
-                with core_owner_threads(connection, statement, owners):
+                with core_owner_threads(connection, words, owners):
                     if number < len(statements):
                         connection.execute(statement)
                     else:
@@ -411,7 +412,7 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
                         result = connection.from_arrow(relation.to_arrow_table()) if relation is not None else None
             except duckdb.Error as error:
                 raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
-            if sql_words(statement) & DEFINING_WORDS:
+            if words & DEFINING_WORDS:
                 owners = core_owning_names(connection)
         return result
     finally:
@@ -463,6 +464,11 @@ def duckdb_threads(connection: duckdb.DuckDBPyConnection, threads: int) -> Itera
         connection.execute("SET threads = ?", [previous])
 
 
+#: One identifier or keyword: a quoted name or a run of word characters, after any punctuation
+#: the tokenizer counts with it (a cast's ``::`` starts the type's token).
+WORD = re.compile(r'[^\w"]*(?:"((?:[^"]|"")*)"|(\w+))')
+
+
 def sql_words(text: str) -> set[str]:
     """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them."""
     # The tokenizer gives where each token starts; WORD reads the token from there.
@@ -471,11 +477,6 @@ def sql_words(text: str) -> set[str]:
         for start, kind in duckdb.tokenize(text)
         if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)
     }
-
-
-#: One identifier or keyword: a quoted name or a run of word characters, after any punctuation
-#: the tokenizer counts with it (a cast's ``::`` starts the type's token).
-WORD = re.compile(r'[^\w"]*(?:"((?:[^"]|"")*)"|(\w+))')
 
 
 def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
@@ -497,10 +498,10 @@ def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
     return frozenset(names)
 
 
-def core_owner_threads(connection: duckdb.DuckDBPyConnection, statement: str,
+def core_owner_threads(connection: duckdb.DuckDBPyConnection, words: set[str],
                        owners: frozenset[str]) -> contextlib.AbstractContextManager[None]:
-    """DuckDB on one thread while ``statement`` runs, if it names one of ``owners``."""
-    return duckdb_threads(connection, 1) if sql_words(statement) & owners else contextlib.nullcontext()
+    """DuckDB on one thread while a statement runs whose ``words`` (:func:`sql_words`) name one of ``owners``."""
+    return duckdb_threads(connection, 1) if words & owners else contextlib.nullcontext()
 
 
 #: Statements with these words may define a macro or view that calls a core-owning UDF.
@@ -967,7 +968,7 @@ def run_shell(connection: duckdb.DuckDBPyConnection) -> None:
             buffer.clear()
             try:
                 for statement in duckdb.extract_statements(text):
-                    with core_owner_threads(connection, statement.query, core_owning_names(connection)):
+                    with core_owner_threads(connection, sql_words(statement.query), core_owning_names(connection)):
                         print_relation(connection.sql(statement.query))
             except duckdb.Error as error:
                 print(f"error: {describe_error(error)}", file=sys.stderr)

@@ -670,7 +670,7 @@ class FaissBench:
 
     def sql(self, statement: str) -> pa.Table:
         """``statement`` as run_script and the CLI run it: DuckDB on one thread when it calls FAISS."""
-        with bootstrap.core_owner_threads(self.connection, statement, self.owners):
+        with bootstrap.core_owner_threads(self.connection, bootstrap.sql_words(statement), self.owners):
             return self.connection.execute(statement).to_arrow_table()
 
     def plain(self, statement: str) -> pa.Table:
