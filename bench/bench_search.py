@@ -318,18 +318,59 @@ def write_arrays(directory: Path, ids: np.ndarray, vectors: np.ndarray, queries:
     np.save(directory / "queries.npy", np.ascontiguousarray(queries, dtype=np.float32))
 
 
-def synthetic_dataset(n: int, clusters: int, seed: int) -> Dataset:
-    """``synthetic_chunks(n + QUERY_POOL)``: the first n rows are the store, the rest the queries."""
-    name = f"synthetic_{n}"
+def real_spectrum_vectors(count: int, clusters: int, seed: int) -> tuple[np.ndarray, str]:
+    """``count`` unit vectors in ``clusters`` clusters whose centres and offsets are drawn with the
+    mean and covariance of real embeddings (the demo store's MiniLM vectors), and a description.
+
+    Isotropic noise (``synthetic_chunks``) is product quantization's worst case; real embeddings
+    concentrate in a few dozen directions, and this set does too."""
+    store = bootstrap.current_store(DEMO_CATALOG)
+    if store is None:
+        raise SystemExit("the real-spectrum set needs the demo store: run `.venv/bin/python bootstrap.py demo` first")
+    real = np.stack(
+        pq.read_table(store / "chunks.parquet", columns=["embedding"]).column(0).to_numpy(zero_copy_only=False)
+    ).astype(np.float32)
+    eigenvalues, directions = np.linalg.eigh(np.cov((real - real.mean(axis=0)).T))
+    eigenvalues = np.clip(eigenvalues, 0, None)
+    factor = (directions * np.sqrt(eigenvalues)).astype(np.float32)  # factor @ factor.T = covariance
+    rng = np.random.default_rng(seed)
+    centres = real.mean(axis=0) + 0.8 * rng.standard_normal((clusters, DIM), dtype=np.float32) @ factor.T
+    vectors = np.empty((count, DIM), np.float32)
+    for start in range(0, count, 100_000):
+        rows = min(100_000, count - start)
+        block = centres[rng.integers(0, clusters, rows)]
+        block += 0.6 * rng.standard_normal((rows, DIM), dtype=np.float32) @ factor.T
+        vectors[start : start + rows] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    participation = eigenvalues.sum() ** 2 / (eigenvalues**2).sum()
+    return vectors, (
+        f"centres and offsets drawn with the mean and covariance of the demo store's {len(real)} MiniLM embeddings "
+        f"(participation ratio {participation:.0f} of {DIM} dimensions)"
+    )
+
+
+def synthetic_dataset(n: int, clusters: int, seed: int, noise: str = "isotropic") -> Dataset:
+    """``synthetic_chunks(n + QUERY_POOL)``: the first n rows are the store, the rest the queries;
+    with ``noise='real-spectrum'`` the embeddings come from :func:`real_spectrum_vectors`."""
+    name = f"synthetic_{n}" if noise == "isotropic" else f"spectrum_{n}"
     directory = RESULTS / "data" / f"{name}_d{DIM}_c{clusters}_s{seed}"
     catalog = RESULTS / "catalogs" / directory.name
     source = directory / "chunks.parquet"
+    noise_note = directory / "noise.txt"
     if not (directory / "queries.npy").exists():
         from tests.conftest import synthetic_chunks
 
-        log(f"generating {n} + {QUERY_POOL} synthetic vectors ({clusters} clusters, seed {seed})")
+        log(f"generating {n} + {QUERY_POOL} synthetic vectors ({clusters} clusters, {noise} noise, seed {seed})")
         directory.mkdir(parents=True, exist_ok=True)
         table = synthetic_chunks(n + QUERY_POOL, DIM, clusters, seed)
+        noise_note.write_text("isotropic noise")
+        if noise == "real-spectrum":
+            vectors, note = real_spectrum_vectors(n + QUERY_POOL, clusters, seed)
+            noise_note.write_text(note)
+            column = table.schema.get_field_index("embedding")
+            embedding_type = table.schema.field(column).type
+            table = table.set_column(column, "embedding", pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.ravel(), pa.float32()), DIM).cast(embedding_type))
+            del vectors
         store = table.slice(0, n)
         pq.write_table(store, source)
         embedding = table.column("embedding").combine_chunks().flatten().to_numpy().reshape(-1, DIM)
@@ -339,7 +380,9 @@ def synthetic_dataset(n: int, clusters: int, seed: int) -> Dataset:
     ensure_catalog(source, catalog)
     description = (
         f"synthetic: {n:,} clustered unit-norm vectors, d={DIM}, {clusters} clusters "
-        f"(tests/conftest.py synthetic_chunks, seed {seed}); queries: held-out vectors of the same generator"
+        f"(tests/conftest.py synthetic_chunks, seed {seed}"
+        + f"; {noise_note.read_text() if noise_note.exists() else 'isotropic noise'}"
+        + "); queries: held-out vectors of the same generator"
     )
     return Dataset(name, description, directory, catalog, real=False)
 
@@ -1703,6 +1746,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sweep-runs", type=int, default=3, help="timed runs per sweep point (median)")
     parser.add_argument("--clusters", type=int, default=256, help="clusters of the synthetic generator")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument(
+        "--noise",
+        choices=["isotropic", "real-spectrum"],
+        default="isotropic",
+        help="synthetic sets: isotropic cluster noise (default), or the covariance of the demo store's embeddings",
+    )
     parser.add_argument("--skip-vss", action="store_true", help="skip the vss HNSW contender")
     parser.add_argument("--skip-demo", action="store_true", help="skip the demo store")
     parser.add_argument(
@@ -1735,14 +1784,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    names = ([] if args.skip_demo else ["demo"]) + [f"synthetic_{n}" for n in args.sizes]
+    prefix = "synthetic" if args.noise == "isotropic" else "spectrum"
+    names = ([] if args.skip_demo else ["demo"]) + [f"{prefix}_{n}" for n in args.sizes]
     if args.render_only:
         all_results = [json.loads(result_path(name).read_text()) for name in names if result_path(name).exists()]
     else:
         meta = run_metadata(args)
         all_results = []
         datasets: list[Callable[[], Dataset | None]] = [] if args.skip_demo else [demo_dataset]
-        datasets += [lambda n=n: synthetic_dataset(n, args.clusters, args.seed) for n in args.sizes]
+        datasets += [lambda n=n: synthetic_dataset(n, args.clusters, args.seed, args.noise) for n in args.sizes]
         for make in datasets:
             dataset = make()
             if dataset is None:
