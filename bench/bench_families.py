@@ -25,14 +25,12 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_search  # noqa: E402
 
-import bootstrap  # noqa: E402
 from tests.conftest import SYNTHETIC_SEED  # noqa: E402
 from udfs import faiss_index  # noqa: E402
 
@@ -52,38 +50,11 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def unit(rows: np.ndarray) -> np.ndarray:
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(rng: np.random.Generator, n: int, mean: np.ndarray, factor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """n base vectors and QUERIES held-out ones: cluster centres and offsets both drawn as
-    ``mean + factor @ z`` (z standard normal), so ``factor @ factor.T`` is their covariance."""
-    centres = mean + 0.8 * rng.standard_normal((CLUSTERS, DIM), dtype=np.float32) @ factor.T
-
-    def draw(count: int) -> np.ndarray:
-        labels = rng.integers(0, CLUSTERS, count)
-        return unit(centres[labels] + 0.6 * rng.standard_normal((count, DIM), dtype=np.float32) @ factor.T)
-
-    base = np.concatenate([draw(min(100_000, n - start)) for start in range(0, n, 100_000)])
-    return base, draw(QUERIES)
-
-
 def datasets(n: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    store = bootstrap.current_store(PROJECT / "demo_catalog")
-    if store is None:
-        raise SystemExit("bench_families: no demo store; run `.venv/bin/python bootstrap.py demo` first")
-    real = np.stack(pq.read_table(store / "chunks.parquet", columns=["embedding"]).column(0).to_numpy(
-        zero_copy_only=False)).astype(np.float32)
-    eigenvalues, vectors = np.linalg.eigh(np.cov((real - real.mean(axis=0)).T))
-    eigenvalues = np.clip(eigenvalues, 0, None)
-    participation = eigenvalues.sum() ** 2 / (eigenvalues**2).sum()
-    spectrum = clustered(np.random.default_rng(seed), n, real.mean(axis=0),
-                         (vectors * np.sqrt(eigenvalues)).astype(np.float32))
+    spectrum, note = bench_search.real_spectrum_vectors(n + QUERIES, CLUSTERS, seed)
     isotropic = bench_search.synthetic_dataset(n, CLUSTERS, SYNTHETIC_SEED)
     return {
-        "real-spectrum": (*spectrum, f"covariance of the demo store's {len(real)} MiniLM embeddings "
-                          f"(participation ratio {participation:.0f} of {DIM} dimensions)"),
+        "real-spectrum": (spectrum[:n], spectrum[n:], note),
         "bench_search": (np.ascontiguousarray(isotropic.vectors, dtype=np.float32), isotropic.queries(QUERIES),
                          "bench_search.py's set: 256 clusters with isotropic noise (tests/conftest.py)"),
     }
