@@ -1,11 +1,11 @@
 """Which FAISS family should ``auto`` build for a million vectors? IVF families on two 1M sets.
 
-bench_search.py measures every family on clustered vectors with isotropic noise: product
+bench_search.py's default set is clustered vectors with isotropic noise: product
 quantization's worst case (every direction carries equal noise, so 8-dimension sub-quantizers
-resolve little).  Real sentence embeddings are far from isotropic.  This script draws a second
-set whose covariance is that of real embeddings (the demo store's MiniLM vectors: their
-eigen-spectrum and mean), also in 256 clusters, and runs it and bench_search.py's own set (the
-same cached vectors and queries) through the IVF families
+resolve little).  Real sentence embeddings are far from isotropic.  This script also draws the
+set of ``bench_search.real_spectrum_vectors`` (cluster centres and offsets with the mean and
+covariance of the demo store's MiniLM vectors; ``bench_search.py --noise real-spectrum`` runs it
+through SQL and against vss), and runs both sets through the IVF families
 ``auto`` could pick at this size, built from ``udfs.faiss_index.plan_index`` factory strings on
 the same training sample.  Direct ``index.search`` on 2 OpenMP threads, no SQL: bench_search.py
 shows faiss_topk within 1.00-1.11x of it at 1M.  For each family the cheapest setting (nprobe,
