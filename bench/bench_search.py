@@ -2,7 +2,8 @@
 
 Datasets: clustered synthetic unit-norm vectors (``tests/conftest.py:synthetic_chunks``,
 ``--sizes`` rows plus a held-out pool of 10,000 query vectors from the same generator,
-cached under ``bench/results/data/``) and the real demo store (``demo_catalog/``; queries
+cached under ``bench/results/data/``; isotropic cluster noise, or with ``--noise real-spectrum``
+the mean and covariance of the demo store's real embeddings) and the real demo store (``demo_catalog/``; queries
 are its symbol names, embedded).  Each dataset is imported as its own catalog under
 ``bench/results/catalogs/`` with ``bootstrap.import_chunks``; FAISS indexes are built there
 with ``bootstrap.build_index`` and reused by later runs (``--rebuild`` builds them again).
@@ -11,9 +12,10 @@ score count as hits: the demo store holds duplicate chunks).
 
 Per dataset:
 
-1. recall sweeps per FAISS family (the one ``auto`` picks, ivf_flat, hnsw: nprobe,
-   efSearch, k_factor_rf), each point measured through SQL (``faiss_topk`` over a TEMP
-   table of queries) and with ``index.search`` on the same numpy queries; the cheapest
+1. recall sweeps per FAISS family (``--families``, default the one ``auto`` picks, ivf_flat,
+   ivf_sq, hnsw: nprobe, efSearch, k_factor_rf), each point measured through SQL
+   (``faiss_topk`` over a TEMP table of queries, run as run_script runs it: DuckDB on one
+   thread) and with ``index.search`` on the same numpy queries; the cheapest
    setting with recall@10 >= 0.95 is then measured again: batched faiss_topk in three
    thread settings, LATERAL faiss_search, one-statement single queries, against
    index.search on 1 and on all cores (runs interleaved, medians, per-run ratios);
