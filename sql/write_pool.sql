@@ -4,8 +4,13 @@
    Parameters:
      channel        'faiss' | 'bm25' | 'hybrid' (required)
      k              rows per query (default 10)
-     rrf_k, faiss_weight, bm25_weight, depth   hybrid only (defaults 60, 1.0, 1.0, 100; see
-                    channel_hybrid in sql/macros/eval.sql)
+     rrf_k, faiss_weight, bm25_weight, depth   hybrid only (see channel_hybrid in
+                    sql/macros/eval.sql); what is not passed comes from fusion_profile(): the
+                    published index version's fusion.json (written by sql/tune_fusion.sql), else
+                    channel_hybrid's defaults 60, 1.0, 1.0, 100.  The two weights go together:
+                    passing either one fuses with the passed weight(s), the other 1.0, never
+                    half a profile.  parameters.weights_source records where the weights came
+                    from: 'fusion.json', 'default' or 'explicit'
      k1, b          bm25 only (defaults 1.2, 0.75)
      run_id         optional; default: UTC timestamp and a random suffix
      python bootstrap.py sql sql/write_pool.sql --catalog DIR --param channel=hybrid --param bm25_weight=2
@@ -19,10 +24,23 @@
 
 SET VARIABLE pool_channel = getvariable('channel')::VARCHAR;
 SET VARIABLE pool_k = coalesce(getvariable('k'), 10);
-SET VARIABLE pool_rrf_k = coalesce(getvariable('rrf_k'), 60);
-SET VARIABLE pool_faiss_weight = coalesce(getvariable('faiss_weight'), 1.0);
-SET VARIABLE pool_bm25_weight = coalesce(getvariable('bm25_weight'), 1.0);
-SET VARIABLE pool_depth = coalesce(getvariable('depth'), 100);
+-- Read for hybrid runs only: a bad fusion.json must not stop a faiss or bm25 run.
+SET VARIABLE pool_fusion = CASE WHEN getvariable('pool_channel') = 'hybrid' THEN fusion_profile() END;
+-- A profile's weights were measured as a pair: one weight passed replaces both.
+SET VARIABLE pool_weights_source = CASE
+    WHEN getvariable('faiss_weight') IS NOT NULL OR getvariable('bm25_weight') IS NOT NULL THEN 'explicit'
+    ELSE coalesce(getvariable('pool_fusion').source, 'default')
+END;
+SET VARIABLE pool_rrf_k = coalesce(getvariable('rrf_k'), getvariable('pool_fusion').rrf_k, 60);
+SET VARIABLE pool_faiss_weight = CASE
+    WHEN getvariable('pool_weights_source') = 'explicit' THEN coalesce(getvariable('faiss_weight'), 1.0)
+    ELSE coalesce(getvariable('pool_fusion').faiss_weight, 1.0)
+END;
+SET VARIABLE pool_bm25_weight = CASE
+    WHEN getvariable('pool_weights_source') = 'explicit' THEN coalesce(getvariable('bm25_weight'), 1.0)
+    ELSE coalesce(getvariable('pool_fusion').bm25_weight, 1.0)
+END;
+SET VARIABLE pool_depth = coalesce(getvariable('depth'), getvariable('pool_fusion').depth, 100);
 SET VARIABLE pool_k1 = coalesce(getvariable('k1'), 1.2);
 SET VARIABLE pool_b = coalesce(getvariable('b'), 0.75);
 SET VARIABLE pool_run_id = coalesce(
@@ -136,7 +154,8 @@ SELECT
             WHEN 'bm25' THEN json_object('k1', getvariable('pool_k1'), 'b', getvariable('pool_b'))
             WHEN 'hybrid' THEN json_object(
                 'rrf_k', getvariable('pool_rrf_k'), 'faiss_weight', getvariable('pool_faiss_weight'),
-                'bm25_weight', getvariable('pool_bm25_weight'), 'depth', getvariable('pool_depth'))
+                'bm25_weight', getvariable('pool_bm25_weight'), 'depth', getvariable('pool_depth'),
+                'weights_source', getvariable('pool_weights_source'))
             ELSE json_object()
         END
     )::JSON AS parameters;

@@ -11,6 +11,15 @@ do what SQL cannot:
   faiss_tuning)``: what a run or an index is made from: the current chunk-store version and
   fingerprint, the published FAISS version and the ``parameters`` of its tuning.json, read
   from the files without loading anything (NULL where there is none).
+* ``fusion_save(profile JSON) -> VARCHAR``: writes the hybrid channel's fusion profile, measured
+  by ``sql/tune_fusion.sql``, as ``fusion.json`` in the published FAISS index version's
+  directory (temp file + ``os.replace``), with ``created_at`` added; returns its path.
+* ``fusion_profile() -> STRUCT(faiss_weight, bm25_weight, rrf_k, depth, source)``: what
+  ``sql/write_pool.sql`` fuses a hybrid run with by default: the published index version's
+  fusion.json (source ``'fusion.json'``), else channel_hybrid's defaults (source ``'default'``).
+  A profile lives in one index version, like tuning.json: a rebuilt index has none until
+  ``sql/tune_fusion.sql`` measures it again, because weights measured on one index mean
+  nothing for another.
 * ``python_docstrings(content) -> STRUCT(symbol, def_line, end_line, summary)[]``: every
   function and method of a Python source with a docstring, its qualified name, the lines of
   its ``def`` and of its end, and the first sentence of its docstring (the docstring-to-function
@@ -20,7 +29,9 @@ do what SQL cannot:
 from __future__ import annotations
 
 import ast
+import datetime
 import json
+import math
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -29,12 +40,21 @@ from typing import Any
 
 import pyarrow as pa
 
+from udfs.autotune import write_profile
 from udfs.context import CatalogContext
 from udfs.faiss_index import TUNING_FILE, current_version
 from udfs.registry import UdfError, UdfSpec
 
 # A sentence ends at . ! or ? followed by white space or the end of the paragraph.
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+FUSION_FILE = "fusion.json"
+FUSION_FORMAT = 1
+#: channel_hybrid's own defaults (sql/macros/eval.sql): what a hybrid run fuses with when the
+#: published index version has no fusion.json.
+FUSION_DEFAULTS: dict[str, Any] = {"faiss_weight": 1.0, "bm25_weight": 1.0, "rrf_k": 60.0, "depth": 100}
+_FUSION_PROFILE_TYPE = (
+    "STRUCT(faiss_weight DOUBLE, bm25_weight DOUBLE, rrf_k DOUBLE, depth INTEGER, source VARCHAR)"
+)
 _DOCSTRING_TYPE = pa.list_(
     pa.struct([("symbol", pa.string()), ("def_line", pa.int32()), ("end_line", pa.int32()), ("summary", pa.string())])
 )
@@ -73,6 +93,90 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as error:
         raise UdfError(f"eval_catalog_versions: {path} is not valid JSON ({error}); fix or rewrite it") from error
+
+
+def _fusion_fix(catalog_dir: Path) -> str:
+    return (f"re-run sql/tune_fusion.sql (python bootstrap.py sql sql/tune_fusion.sql --catalog {catalog_dir}) "
+            "or delete the file to fuse with the defaults")
+
+
+def _fusion_problem(profile: Any) -> str | None:
+    """What is wrong with a profile's fused parameters, or None; the same rules as channel_hybrid's."""
+    if not isinstance(profile, dict):
+        return f"must hold a JSON object, not {type(profile).__name__}"
+
+    def number(name: str) -> bool:
+        value = profile.get(name)
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+
+    for name in ("faiss_weight", "bm25_weight", "rrf_k"):
+        if not number(name):
+            return f"needs {name}, a finite number of at least 0, got {profile.get(name)!r}"
+    if profile["faiss_weight"] + profile["bm25_weight"] == 0:
+        return "has faiss_weight and bm25_weight both 0"
+    depth = profile.get("depth")
+    if not isinstance(depth, int) or isinstance(depth, bool) or not 1 <= depth < 2**31:  # SQL INTEGER
+        return f"needs depth, an integer of at least 1, got {depth!r}"
+    measured_on = profile.get("measured_on", {})
+    if not isinstance(measured_on, dict):
+        return f"needs measured_on to be an object, got {measured_on!r}"
+    return None
+
+
+def save_fusion_profile(catalog_dir: Path, profile_text: str) -> str:
+    """Write ``profile_text`` as fusion.json of the published index version; return its path.
+
+    CURRENT is read once: the version checked against the profile's ``measured_on`` is the one
+    whose directory receives the file, whatever a concurrent publish does meanwhile.
+    """
+    try:
+        profile = json.loads(profile_text)
+    except json.JSONDecodeError as error:
+        raise UdfError(f"fusion_save: profile is not valid JSON ({error}); pass json_object(...)") from error
+    problem = _fusion_problem(profile)
+    if problem:
+        raise UdfError(f"fusion_save: profile {problem}; sql/tune_fusion.sql builds a valid one")
+    measured_version = profile.get("measured_on", {}).get("index_version")
+    if not measured_version:
+        raise UdfError("fusion_save: profile lacks measured_on.index_version (the FAISS version it was measured "
+                       "on, eval_catalog_versions().faiss_version); sql/tune_fusion.sql records it")
+    version = current_version(catalog_dir)
+    if version is None:
+        raise UdfError(f"fusion_save: {catalog_dir} has no published FAISS index; build one with "
+                       f"`python bootstrap.py build --catalog {catalog_dir}`, then re-run sql/tune_fusion.sql")
+    if version != measured_version:
+        raise UdfError(f"fusion_save: profile was measured on index version {measured_version}, but "
+                       f"index/CURRENT now points at {version} (published meanwhile); re-run sql/tune_fusion.sql "
+                       "to measure the published index")
+    path = catalog_dir / "index" / "versions" / version / FUSION_FILE
+    if not path.parent.is_dir():
+        raise UdfError(f"fusion_save: index/CURRENT points at {version}, which has no directory "
+                       f"{path.parent}; publish a complete version (python bootstrap.py rollback or build)")
+    created_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    write_profile(path, {"format": FUSION_FORMAT, **profile, "created_at": created_at})
+    return str(path)
+
+
+def read_fusion_profile(catalog_dir: Path) -> dict[str, Any]:
+    """The published index version's fusion.json as fusion_profile() returns it, else the defaults."""
+    version = current_version(catalog_dir)
+    path = catalog_dir / "index" / "versions" / version / FUSION_FILE if version else None
+    if path is None or not path.is_file():
+        return {**FUSION_DEFAULTS, "source": "default"}
+    try:
+        profile = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UdfError(f"fusion_profile: {path} is not valid JSON ({error}); {_fusion_fix(catalog_dir)}") from error
+    problem = _fusion_problem(profile)
+    if problem:
+        raise UdfError(f"fusion_profile: {path} {problem}; {_fusion_fix(catalog_dir)}")
+    measured_version = profile.get("measured_on", {}).get("index_version")
+    # A file copied in from another version: its weights were measured on another index.
+    if measured_version is not None and measured_version != version:
+        raise UdfError(f"fusion_profile: {path} was measured on index version {measured_version}, not on "
+                       f"{version}; {_fusion_fix(catalog_dir)}")
+    return {"faiss_weight": float(profile["faiss_weight"]), "bm25_weight": float(profile["bm25_weight"]),
+            "rrf_k": float(profile["rrf_k"]), "depth": profile["depth"], "source": FUSION_FILE}
 
 
 def first_sentence(docstring: str) -> str:
@@ -119,6 +223,14 @@ def _catalog_versions_udf(context: CatalogContext) -> dict[str, str | None]:
     return catalog_versions(context.catalog_dir)
 
 
+def _fusion_save_udf(context: CatalogContext, profile: str) -> str:
+    return save_fusion_profile(context.catalog_dir, profile)
+
+
+def _fusion_profile_udf(context: CatalogContext) -> dict[str, Any]:
+    return read_fusion_profile(context.catalog_dir)
+
+
 def _python_docstrings_udf(context: CatalogContext, contents: pa.ChunkedArray) -> pa.Array:
     rows = [None if content is None else docstring_functions(content) for content in contents.to_pylist()]
     return pa.array(rows, _DOCSTRING_TYPE)
@@ -145,6 +257,27 @@ REGISTRY: tuple[UdfSpec, ...] = (
         side_effects=True,
         doc="Current store version and fingerprint, published FAISS version and its tuning.json "
         "parameters (NULL where there is none).",
+    ),
+    UdfSpec(
+        name="fusion_save",
+        function=_fusion_save_udf,
+        parameters=("JSON",),
+        return_type="VARCHAR",
+        kind="native",
+        side_effects=True,
+        doc="fusion_save(profile): write the hybrid fusion profile (sql/tune_fusion.sql) as fusion.json of the "
+        "published index version, atomically; returns its path.",
+    ),
+    UdfSpec(
+        name="fusion_profile",
+        function=_fusion_profile_udf,
+        parameters=(),
+        return_type=_FUSION_PROFILE_TYPE,
+        kind="native",
+        # It reads a file that tune_fusion.sql rewrites: never folded into a constant.
+        side_effects=True,
+        doc="The hybrid channel's fusion parameters: the published index version's fusion.json, else "
+        "channel_hybrid's defaults (source 'default').",
     ),
     UdfSpec(
         name="python_docstrings",
