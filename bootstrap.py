@@ -35,7 +35,10 @@ from sqlglot import exp
 from sqlglot.optimizer.scope import traverse_scope
 from sqlglot.tokens import TokenType
 
+from codeintel import static_training
+from codeintel.corpus import DEMO_PACKAGES
 from udfs import faiss_index
+from udfs.embedding import IMPORTED_PREFIX
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec, check_unique
 
@@ -67,9 +70,6 @@ IGNORED_DIRECTORIES = (
 )
 DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_CHUNK_CHARS = 1200
-#: Standard-library packages the demo ingests: real code present on every machine with Python.
-DEMO_PACKAGES = ("json", "http", "urllib", "logging", "concurrent", "tomllib", "zoneinfo", "wsgiref",
-                 "sqlite3")
 #: The demo's XTR lens: lens queries and chunks drawn besides their pooled ones (see evaluate_demo).
 DEMO_XTR_QUERIES = 12
 DEMO_XTR_SAMPLE = 40
@@ -86,11 +86,13 @@ def connect(
     catalog_dir: str | os.PathLike[str],
     read_only: bool = False,
     settings: Mapping[str, Any] | None = None,
+    ingesting: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A connection to ``<catalog_dir>/catalog.duckdb`` with every UDF, macro and view ready.
 
     ``settings`` override the families' defaults and ``<catalog_dir>/settings.json``.
-    Read-only connections reuse the views a writing connection persisted.
+    Read-only connections reuse the views a writing connection persisted.  ``ingesting``
+    connections embed a new store, so ``embed`` may differ from the current store's embedder.
     """
     catalog = Path(catalog_dir).expanduser().resolve()
     database = catalog / CATALOG_DB
@@ -103,7 +105,8 @@ def connect(
                                 config={"allow_unsigned_extensions": "true"})
     try:
         load_extensions(connection)
-        context = CatalogContext(catalog_dir=catalog, settings=resolve_settings(catalog, settings))
+        context = CatalogContext(catalog_dir=catalog, ingesting=ingesting,
+                                 settings=resolve_settings(catalog, settings))
         apply_settings(connection, context)
         register_udfs(connection, context)
         apply_macros(connection)
@@ -603,7 +606,8 @@ def ingest(repo: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
         "max_chunk_chars": max_chunk_chars,
     }
     return write_store(catalog_dir, SQL_DIR / "ingest_chunk_store.sql", parameters, settings,
-                       embedder_of=lambda connection: connection.execute("SELECT embed_model()").fetchone()[0],
+                       embedder_of=lambda connection: connection.execute(
+                           "SELECT embed_model(), embed_model_sha256()").fetchone(),
                        dimension_of=lambda connection: connection.execute("SELECT len(embed(''))").fetchone()[0])
 
 
@@ -613,7 +617,7 @@ def import_chunks(source: str | os.PathLike[str], catalog_dir: str | os.PathLike
     path = Path(source).expanduser().resolve()
     dimension = check_chunk_schema(path)
     return write_store(catalog_dir, SQL_DIR / "import_chunk_store.sql", {"source_path": str(path)}, settings,
-                       embedder_of=lambda _connection: f"imported:{path.name}",
+                       embedder_of=lambda _connection: (f"{IMPORTED_PREFIX}{path.name}", None),
                        dimension_of=lambda _connection: dimension)
 
 
@@ -653,8 +657,14 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
     fingerprint) keeps the current version so ids, pools and indexes stay comparable.
     """
     catalog = Path(catalog_dir).expanduser().resolve()
-    connection = connect(catalog, settings=settings)
+    connection = connect(catalog, settings=settings, ingesting=True)
     try:
+        embedder, embedder_sha256 = embedder_of(connection)
+        previous = current_store(catalog)
+        previous_embedder = read_store_manifest(previous).get("embedder") if previous is not None else None
+        if previous_embedder is not None and previous_embedder != embedder:
+            LOG.info("the current store was embedded by %s; this run embeds every chunk again with %s",
+                     previous_embedder, embedder)
         with staging_directory(store_root(catalog) / "versions") as staging:
             staging_dir = str(staging) + os.sep
             report = run_script(connection, script, {**parameters, "staging_dir": staging_dir})
@@ -667,9 +677,8 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
                 "arrow_schema": arrow_schema_metadata(int(dimension_of(connection))),
             })
             run_script(connection, SQL_DIR / "derive_store_metadata.sql",
-                       {"staging_dir": staging_dir, "embedder": embedder_of(connection)})
+                       {"staging_dir": staging_dir, "embedder": embedder, "embedder_sha256": embedder_sha256})
             manifest = read_store_manifest(staging)
-            previous = current_store(catalog)
             if previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]:
                 LOG.info("chunk store unchanged (fingerprint %s); keeping %s", manifest["fingerprint"],
                          previous.name)
@@ -713,6 +722,20 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cmd.add_argument("--max-file-bytes", type=positive_int, default=DEFAULT_MAX_FILE_BYTES)
     ingest_cmd.add_argument("--max-chunk-chars", type=positive_int, default=DEFAULT_MAX_CHUNK_CHARS,
                             help="chunk budget in non-whitespace characters")
+
+    train = commands.add_parser("train-embedder", help="train a static code embedder offline (tokenizer, token "
+                                "table distilled from MiniLM, contrastive tuning on docstring/code pairs) into --out")
+    train.add_argument("--out", required=True, help="new model directory; set embed_model to it to use the model")
+    train.add_argument("--corpus", action="append", default=[], metavar="PATH",
+                       help="a repository whose Python files join the standard library and the pinned packages "
+                       "(repeatable)")
+    defaults = static_training.TrainingConfig()
+    train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--dim", type=positive_int, default=defaults.dim, help="vector width (at most 384)")
+    train.add_argument("--vocab-size", type=positive_int, default=defaults.vocab_size)
+    train.add_argument("--epochs", type=positive_int, default=defaults.epochs,
+                       help="most contrastive epochs (training stops earlier when validation MRR@10 stalls)")
+    train.add_argument("--name", default=None, help="model name in its card (default: the --out directory's name)")
 
     import_cmd = commands.add_parser("import", help="publish your own Parquet chunks (any dimension) as the store")
     import_cmd.add_argument("parquet")
@@ -887,6 +910,21 @@ def command_ingest_run(repo: Path | str, catalog: str, include: list[str], max_f
     return result
 
 
+def command_train_embedder(args: argparse.Namespace) -> None:
+    out = Path(args.out).expanduser()
+    try:
+        config = static_training.TrainingConfig(seed=args.seed, dim=args.dim, vocab_size=args.vocab_size,
+                                                epochs=args.epochs, name=args.name or out.resolve().name)
+        card = static_training.train(out, [Path(path) for path in args.corpus], config)
+    except (ValueError, FileExistsError, RuntimeError) as error:
+        raise CatalogError(str(error)) from error
+    LOG.info("static model %s: %d tokens x %d, validation MRR@10 %.3f (epoch %d), %.0f s, peak %d MiB -> %s",
+             card["name"], card["vocab_size"], card["dim"], card["validation_mrr_at_10"], card["best_epoch"],
+             card["training_seconds"], card["peak_memory_mib"], out)
+    LOG.info("use it with --set embed_model=%s (or embed_model in the catalog's settings.json), then re-ingest",
+             out.resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -898,6 +936,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "ingest":
             command_ingest_run(args.repo, args.catalog, args.include or ["**"], args.max_file_bytes,
                                args.max_chunk_chars, settings)
+        elif args.command == "train-embedder":
+            command_train_embedder(args)
         elif args.command == "import":
             result = import_chunks(args.parquet, args.catalog, settings=settings)
             LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",

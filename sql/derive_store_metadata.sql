@@ -1,7 +1,8 @@
 /* Chunk store metadata derived from a staged store: modules.jsonl and store.json.
 
-   Parameters: staging_dir (holding chunks.parquet and files.parquet) and embedder (a
-   label of what produced the embeddings).  Shared by ingestion and by imports of a
+   Parameters: staging_dir (holding chunks.parquet and files.parquet), embedder (a label of
+   what produced the embeddings; it names the model and, for static models, its hash) and
+   embedder_sha256 (the model bytes' SHA-256; NULL for imported vectors).  Shared by ingestion and by imports of a
    user's own chunks, so both stores look the same to every view. */
 
 -- One module per directory holding ingested files; Python packages get their dotted name.
@@ -56,6 +57,7 @@ COPY (
         count(*)::BIGINT AS chunk_count,
         max(len(s.embedding))::INTEGER AS dimension,
         getvariable('embedder')::VARCHAR AS embedder,
+        getvariable('embedder_sha256')::VARCHAR AS embedder_sha256,
         strftime(now() AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS created_at
     FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS s
 ) TO (getvariable('staging_dir') || 'store.json') (FORMAT json);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 from pathlib import Path
 
@@ -70,6 +72,9 @@ def synthetic_catalog_template(tmp_path_factory: pytest.TempPathFactory, synthet
     source = root / "synthetic_chunks.parquet"
     pq.write_table(synthetic_table, source)
     catalog = root / "catalog"
+    catalog.mkdir()
+    # The synthetic vectors are 384-wide, as MiniLM's: tests that embed query text use it.
+    (catalog / "settings.json").write_text(json.dumps({"embed_model": "minilm"}))
     bootstrap.import_chunks(source, catalog)
     return catalog
 

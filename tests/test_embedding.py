@@ -16,6 +16,8 @@ from udfs import embedding
 from udfs.context import CatalogContext
 from udfs.registry import UdfError
 
+#: These tests are of the ONNX path; the default embedder is the static code model.
+MINILM = {"embed_model": "minilm"}
 PARAPHRASE_TRIPLE = ("parse a config file", "read configuration from disk", "the cat sat on the mat")
 
 
@@ -27,7 +29,7 @@ def embedder() -> embedding.SentenceEmbedder:
 @pytest.fixture(scope="module")
 def connection(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
-    context = CatalogContext(catalog_dir=tmp_path_factory.mktemp("catalog"))
+    context = CatalogContext(catalog_dir=tmp_path_factory.mktemp("catalog"), settings=MINILM)
     for spec in embedding.REGISTRY:
         spec.register(con, context)
     return con
@@ -155,9 +157,10 @@ def test_udf_keeps_row_order_across_a_chunk_with_nulls(
 
 
 def test_registration_does_not_load_the_default_model(tmp_path) -> None:
-    context = CatalogContext(catalog_dir=tmp_path)
-    register(context)
-    assert "embedder" not in context.resources
+    for settings in (MINILM, {}):  # neither model loads to learn its width
+        context = CatalogContext(catalog_dir=tmp_path, settings=settings)
+        register(context)
+        assert "embedder" not in context.resources
 
 
 def test_missing_model_path_names_the_setting(tmp_path) -> None:
@@ -176,7 +179,7 @@ def test_unreadable_model_names_the_setting(tmp_path) -> None:
 
 def test_missing_tokenizer_path_names_the_setting(tmp_path) -> None:
     absent = tmp_path / "absent.json"
-    context = CatalogContext(catalog_dir=tmp_path, settings={"embed_tokenizer": str(absent)})
+    context = CatalogContext(catalog_dir=tmp_path, settings={**MINILM, "embed_tokenizer": str(absent)})
     with pytest.raises(UdfError, match=r"embed_tokenizer.*absent\.json"):
         register(context)
 
@@ -184,13 +187,13 @@ def test_missing_tokenizer_path_names_the_setting(tmp_path) -> None:
 def test_unreadable_tokenizer_names_the_setting(tmp_path) -> None:
     broken = tmp_path / "tokenizer.json"
     broken.write_text("{not json")
-    context = CatalogContext(catalog_dir=tmp_path, settings={"embed_tokenizer": str(broken)})
+    context = CatalogContext(catalog_dir=tmp_path, settings={**MINILM, "embed_tokenizer": str(broken)})
     with pytest.raises(UdfError, match=r"embed_tokenizer"):
         embedding.get_embedder(context)
 
 
 def test_invalid_numeric_setting_names_the_setting(tmp_path) -> None:
-    context = CatalogContext(catalog_dir=tmp_path, settings={"embed_batch_size": 0})
+    context = CatalogContext(catalog_dir=tmp_path, settings={**MINILM, "embed_batch_size": 0})
     with pytest.raises(UdfError, match=r"embed_batch_size"):
         embedding.embedding_dim(context)
 

@@ -77,6 +77,10 @@ def connection(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConne
     connection.close()
 
 
+def store_dimension(connection) -> int:
+    return connection.execute("SELECT len(embedding) FROM chunks LIMIT 1").fetchone()[0]
+
+
 @pytest.mark.parametrize(("query", "symbol"), [
     ("parse_v2", "parse_v2"),
     ("parse v2", "parse_v2"),
@@ -90,7 +94,7 @@ def connection(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConne
     ("httpserver", "HTTPServer"),
 ])
 def test_bm25_finds_an_identifier_in_any_spelling(connection, tmp_path: Path, query: str, symbol: str) -> None:
-    load_query_set(connection, tmp_path, [{"query_id": "q", "text": query, "embedding": [0.0] * 384}])
+    load_query_set(connection, tmp_path, [{"query_id": "q", "text": query, "embedding": [0.0] * store_dimension(connection)}])
     best = connection.execute("SELECT c.symbols FROM channel_bm25(k := 1) AS b JOIN chunks AS c ON c.id = b.chunk_id"
                               ).fetchone()
     assert best is not None and symbol in best[0]
@@ -98,7 +102,7 @@ def test_bm25_finds_an_identifier_in_any_spelling(connection, tmp_path: Path, qu
 
 def test_bm25_scores_equal_fts_match_bm25(connection, tmp_path: Path) -> None:
     texts = ["read the file at path", "parse text", "HTTP server serve", "write data to a file"]
-    load_query_set(connection, tmp_path, [{"query_id": f"q{i}", "text": text, "embedding": [0.0] * 384}
+    load_query_set(connection, tmp_path, [{"query_id": f"q{i}", "text": text, "embedding": [0.0] * store_dimension(connection)}
                                           for i, text in enumerate(texts)])
     pairs = connection.execute(
         "SELECT b.score, fts_main_bm25_documents.match_bm25(b.chunk_id, code_terms(q.text)) "

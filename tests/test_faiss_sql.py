@@ -32,7 +32,8 @@ def faiss_connection(catalog: Path, **overrides: object) -> duckdb.DuckDBPyConne
     """A plain connection with the embedding, metrics and FAISS UDFs and the FAISS macros."""
     context = CatalogContext(
         catalog_dir=catalog,
-        settings={**embedding.DEFAULT_SETTINGS, **faiss_index.DEFAULT_SETTINGS, **overrides},
+        # The synthetic store is 384 wide, as MiniLM's vectors (tests/conftest.py).
+        settings={**embedding.DEFAULT_SETTINGS, "embed_model": "minilm", **faiss_index.DEFAULT_SETTINGS, **overrides},
     )
     connection = duckdb.connect()
     for spec in (*embedding.REGISTRY, *metrics.REGISTRY, *faiss_search.REGISTRY):

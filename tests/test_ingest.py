@@ -79,11 +79,14 @@ def test_ingest_tiles_every_file_with_unit_vectors(sample_repo: Path, sample_ing
     assert set(store["uri"]) == {"app/config.py", "app/util/strings.py", "web/main.ts", "README.md"}
     assert_tiles(sample_repo, store)
     table = pq.read_table(catalog / "store" / "CURRENT" / "chunks.parquet")
-    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[384]"
-    vectors = table["embedding"].combine_chunks().values.to_numpy().reshape(len(table), 384)
+    # The default embedder: the packaged static code model, 256 wide.
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[256]"
+    vectors = table["embedding"].combine_chunks().values.to_numpy().reshape(len(table), 256)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert result.manifest["chunk_count"] == len(table)
-    assert result.manifest["dimension"] == 384
+    assert result.manifest["dimension"] == 256
+    assert result.manifest["embedder"].startswith("static-code@")
+    assert result.manifest["embedder_sha256"].startswith(result.manifest["embedder"].removeprefix("static-code@"))
 
 
 def test_ingest_reports_skipped_files_by_reason(sample_ingest) -> None:

@@ -18,6 +18,8 @@ class CatalogContext:
     """
 
     catalog_dir: Path
+    #: The connection embeds a new chunk store (ingest), so ``embed`` may differ from the current store's embedder.
+    ingesting: bool = False
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     resources: dict[str, Any] = dataclasses.field(default_factory=dict)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)

