@@ -38,8 +38,8 @@ from sqlglot.tokens import TokenType
 from codeintel import static_training
 from codeintel.corpus import DEMO_PACKAGES
 from udfs import faiss_index
-from udfs.embedding import IMPORTED_PREFIX
 from udfs.context import CatalogContext
+from udfs.embedding import IMPORTED_PREFIX
 from udfs.registry import UdfError, UdfSpec, check_unique
 
 LOG = logging.getLogger("codeintel")
@@ -883,6 +883,8 @@ def evaluate_demo(connection: duckdb.DuckDBPyConnection, catalog: Path, repo_roo
         connection, SQL_DIR / "export_docstring_queries.sql", {"repo_root": str(repo_root) + os.sep}).fetchone()
     LOG.info("docstring query set: %d queries from %d documented functions", queries, functions)
     run_script(connection, SQL_DIR / "load_queries.sql", {"queries_path": queries_file, "qrels_path": qrels_file})
+    # The hybrid run fuses with weights measured on this query set (fusion.json), not assumed ones.
+    LOG.info("fusion profile: %s", run_script(connection, SQL_DIR / "tune_fusion.sql").fetchone())
     for channel in ("faiss", "bm25", "hybrid"):
         LOG.info("pool: %s", run_script(connection, SQL_DIR / "write_pool.sql", {"channel": channel}).fetchone())
     apply_views(connection, catalog)
@@ -930,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        settings = parse_assignments(args.set, "--set")
+        settings = parse_assignments(getattr(args, "set", []), "--set")  # train-embedder takes no catalog
         if args.command == "demo":
             command_demo(args, settings)
         elif args.command == "ingest":

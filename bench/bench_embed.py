@@ -1,9 +1,12 @@
-"""Embedding throughput of udfs.embedding on real code: batch size x sorting by length.
+"""Embedding throughput on real code: the static code model against MiniLM, and MiniLM's batching.
 
 Texts are the Python standard library's .py files cut at line ends into pieces of about
 1200 characters (the size of a typical code chunk), a fixed random sample of ``--n``.
 Each configuration gets its own embedder, one warm-up call, then ``--runs`` timed calls
-over all texts; the table shows the median.  Run from the repository root:
+over all texts; the tables show the median.  First table: the packaged static code model
+(``embed_model = static-code``, the default) beside MiniLM int8 at its default batching, same
+texts, same run, rounds interleaved; then MiniLM's batch size x sorting by length.  Run from
+the repository root:
 
     .venv/bin/python bench/bench_embed.py --n 512
 """
@@ -25,7 +28,13 @@ import tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from udfs.embedding import DEFAULT_MAX_TOKENS, PACKAGED_TOKENIZER, SentenceEmbedder  # noqa: E402  (needs the path above)
+from udfs.embedding import (  # noqa: E402  (needs the path above)
+    DEFAULT_MAX_TOKENS,
+    PACKAGED_STATIC_MODEL,
+    PACKAGED_TOKENIZER,
+    SentenceEmbedder,
+)
+from udfs.static_embedder import StaticEmbedder  # noqa: E402
 
 PIECE_CHARS = 1200
 BATCH_SIZES = (16, 32, 64)
@@ -72,6 +81,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=512, help="texts per run (default 512)")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per configuration (median)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="onnxruntime intra-op threads")
+    parser.add_argument("--skip-batching", action="store_true", help="only the static-versus-MiniLM table")
     args = parser.parse_args()
 
     texts = random.Random(0).sample(stdlib_code_pieces(PIECE_CHARS), args.n)
@@ -86,6 +96,26 @@ def main() -> None:
         f"min {token_counts.min()}, {np.mean(token_counts == max_tokens):.0%} truncated; "
         f"{args.threads} threads, onnxruntime {onnxruntime.__version__}, {os.cpu_count()} CPUs\n"
     )
+    static = StaticEmbedder(PACKAGED_STATIC_MODEL)
+    minilm = SentenceEmbedder(threads=args.threads)
+    static.embed(texts[:64])
+    minilm.embed(texts[:64])
+    rates: dict[str, list[float]] = {"static-code": [], "minilm": []}
+    for _ in range(args.runs):
+        for name, embed in (("static-code", lambda: static.embed(texts, side="document")),
+                            ("minilm", lambda: minilm.embed(texts))):
+            started = time.perf_counter()
+            embed()
+            rates[name].append(len(texts) / (time.perf_counter() - started))
+    print("| embedder | texts/s (median) | min | max | x MiniLM |")
+    print("|---|---:|---:|---:|---:|")
+    for name, values in rates.items():
+        print(f"| {name} | {statistics.median(values):,.1f} | {min(values):,.1f} | {max(values):,.1f} | "
+              f"{statistics.median(values) / statistics.median(rates['minilm']):,.0f}x |")
+    print()
+    if args.skip_batching:
+        return
+
     print("| batch size | sort by length | padding | texts/s (median) | min | max |")
     print("|---:|:---:|---:|---:|---:|---:|")
     for batch_size in BATCH_SIZES:

@@ -17,7 +17,10 @@ median of ``--runs`` runs with the explain caches cleared before each.
 Catalogs live under ``bench/results/eval/`` (reused: an unchanged store is not re-ingested).
 Writes the "Evaluation" section of ``BENCHMARKS.md``.  Run from the repository root:
 
-    .venv/bin/python bench/bench_eval.py
+    .venv/bin/python bench/bench_eval.py [--embedders static-code minilm PATH ...]
+
+Each embedder gets its own catalog of the same store, side by side in one run; the fusion of
+the hybrid channel is measured with ``sql/tune_fusion.sql`` (see the section it writes).
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402  (needs the path above)
 
 import bootstrap  # noqa: E402
+from codeintel.corpus import blank_docstrings  # noqa: E402
 from udfs import explain  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval"
@@ -48,33 +52,7 @@ SECTION_TITLE = "## Evaluation: docstring-to-function retrieval (bench/bench_eva
 #: (faiss_weight, bm25_weight) of the hybrid runs.
 HYBRID_WEIGHTS = ((1.0, 1.0), (0.5, 1.0), (0.25, 1.0), (1.0, 0.5))
 CHANNELS = ("faiss", "bm25", "hybrid")
-
-
-def blank_docstrings(source: str) -> str:
-    """``source`` with each module, class and function docstring replaced by ``pass``.
-
-    The lines a docstring took are kept as blank lines, so every other line keeps its number.
-    """
-    tree = ast.parse(source)
-    docstrings = [
-        node.body[0]
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-        and isinstance(node.body[0].value.value, str)
-    ]
-    lines = source.splitlines(keepends=True)
-    for docstring in sorted(docstrings, key=lambda node: node.lineno, reverse=True):
-        first, last = docstring.lineno - 1, (docstring.end_lineno or docstring.lineno) - 1
-        # ast column offsets count UTF-8 bytes.
-        head = lines[first].encode()[: docstring.col_offset].decode()
-        tail = lines[last].encode()[docstring.end_col_offset or 0 :].decode()
-        lines[first : last + 1] = [head + "pass" + tail, *["\n"] * (last - first)]
-    stripped = "".join(lines)
-    ast.parse(stripped)  # still valid Python
-    return stripped
+EMBEDDERS = ("static-code", "minilm")
 
 
 def stripped_copy(stdlib: Path, destination: Path) -> Path:
@@ -84,16 +62,22 @@ def stripped_copy(stdlib: Path, destination: Path) -> Path:
         shutil.copytree(stdlib / package, destination / package,
                         ignore=shutil.ignore_patterns("__pycache__", *bootstrap.IGNORED_DIRECTORIES))
     for path in destination.rglob("*.py"):
-        path.write_text(blank_docstrings(path.read_text(encoding="utf-8")), encoding="utf-8")
+        stripped = blank_docstrings(path.read_text(encoding="utf-8"))
+        ast.parse(stripped)  # still valid Python
+        path.write_text(stripped, encoding="utf-8")
     return destination
 
 
-def prepare(repo: Path, catalog: Path) -> None:
+def prepare(repo: Path, catalog: Path, settings: dict[str, Any]) -> float:
+    """Ingest (timed, seconds) and a flat index; an unchanged store is kept, so time a fresh catalog."""
     include = [f"{package}/**" for package in bootstrap.DEMO_PACKAGES]
-    result = bootstrap.ingest(repo, catalog, include=include)
+    started = time.perf_counter()
+    result = bootstrap.ingest(repo, catalog, include=include, settings=settings)
+    seconds = time.perf_counter() - started
     print(f"{catalog.name}: {result.manifest['chunk_count']} chunks "
-          f"({'unchanged' if result.unchanged else 'ingested'})", file=sys.stderr)
-    bootstrap.build_index(catalog, "flat")
+          f"({'unchanged' if result.unchanged else 'ingested'} in {seconds:.1f} s)", file=sys.stderr)
+    bootstrap.build_index(catalog, "flat", settings=settings)
+    return seconds
 
 
 def pool_parameters() -> list[dict[str, Any]]:
@@ -107,22 +91,65 @@ def run_relation(relation: duckdb.DuckDBPyRelation) -> list[dict[str, Any]]:
     return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
 
 
-def evaluate(catalog: Path, stdlib: Path, runs: int) -> tuple[list[dict[str, Any]], dict[str, float], int]:
-    """Quality rows of sql/report_eval.sql, seconds per 1,000 queries per channel, and the query count."""
-    connection = bootstrap.connect(catalog)
+def split_query_set(queries_file: str, qrels_file: str, folder: Path) -> list[tuple[str, str]]:
+    """The query set cut in two halves by a hash of query_id: [(queries, qrels)] per half."""
+    folder.mkdir(parents=True, exist_ok=True)
+    halves = []
+    with duckdb.connect() as connection:
+        for half in (0, 1):
+            paths = (str(folder / f"queries_{half}.parquet"), str(folder / f"qrels_{half}.parquet"))
+            for source, target in zip((queries_file, qrels_file), paths, strict=True):
+                connection.sql("SELECT * FROM read_parquet($source) WHERE hash(query_id) % 2 = $half",
+                               params={"source": source, "half": half}).write_parquet(target)
+            halves.append(paths)
+    return halves
+
+
+def run_metrics(connection: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, Any]:
+    (row,) = run_relation(connection.sql(
+        "SELECT run_id, judged_queries, mrr_at_10, ndcg_at_10, recall_at_10 FROM v_eval_per_channel "
+        "WHERE run_id = $run_id", params={"run_id": run_id}))
+    return row
+
+
+def evaluate(catalog: Path, stdlib: Path, runs: int, settings: dict[str, Any]
+             ) -> tuple[list[dict[str, Any]], dict[str, float], int, dict[str, Any]]:
+    """Quality rows of sql/report_eval.sql, seconds per 1,000 queries per channel, the query count,
+    and the measured fusion: tuned on the whole set (optimistic) and cross-fitted (tuned on one
+    half of the queries, measured on the other, both ways)."""
+    connection = bootstrap.connect(catalog, settings=settings)
     try:
         bootstrap.build_bm25_index(connection)
         queries_file, qrels_file, queries, _ = bootstrap.run_script(
             connection, bootstrap.SQL_DIR / "export_docstring_queries.sql",
             {"repo_root": str(stdlib) + os.sep}).fetchone()
+        halves = split_query_set(queries_file, qrels_file, catalog / "eval" / "halves")
+        fusion: dict[str, Any] = {"held_out": []}
+        for tune, test in ((halves[0], halves[1]), (halves[1], halves[0])):
+            bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+                                 {"queries_path": tune[0], "qrels_path": tune[1]})
+            tuned = run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "tune_fusion.sql"))[0]
+            bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+                                 {"queries_path": test[0], "qrels_path": test[1]})
+            run_ids = {channel: bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql",
+                                                     {"channel": channel}).fetchone()[0]
+                       for channel in CHANNELS}
+            bootstrap.apply_views(connection, catalog)
+            fusion["held_out"].append({"tuned": tuned, **{c: run_metrics(connection, r) for c, r in run_ids.items()}})
         bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
                              {"queries_path": queries_file, "qrels_path": qrels_file})
+        fusion["whole_set"] = run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "tune_fusion.sql"))[0]
         for parameters in pool_parameters():
             bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", parameters)
+        # The hybrid run with the whole-set profile (no weights given): what write_pool.sql does by default.
+        bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", {"channel": "hybrid"})
         costs = {channel: 1000 * pool_seconds(connection, channel, runs) / queries for channel in CHANNELS}
         bootstrap.apply_views(connection, catalog)
-        quality = run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "report_eval.sql"))
-        return quality, costs, queries
+        # The cross-fitting runs answered half the queries each: their rows belong to the fusion table.
+        half_runs = {half[channel]["run_id"] for half in fusion["held_out"] for channel in CHANNELS}
+        quality = [row for row in run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "report_eval.sql"))
+                   if row["run_id"] not in half_runs]
+        return quality, costs, queries, fusion
     finally:
         connection.close()
 
@@ -139,12 +166,36 @@ def pool_seconds(connection: duckdb.DuckDBPyConnection, channel: str, runs: int)
 
 
 def quality_table(results: dict[str, list[dict[str, Any]]]) -> list[str]:
-    lines = ["| store | channel | settings | MRR@10 | nDCG@10 | recall@10 |", "|---|---|---|---|---|---|"]
-    for store, rows in results.items():
+    lines = ["| store | embedder | channel | settings | MRR@10 | nDCG@10 | recall@10 |",
+             "|---|---|---|---|---|---|---|"]
+    for (store, embedder), rows in results.items():
         for row in rows:
             settings = re.sub(r" depth=\d+", "", row["settings"])
-            lines.append(f"| {store} | {row['channel']} | {settings} | {row['mrr_at_10']:.3f} | "
+            lines.append(f"| {store} | {embedder} | {row['channel']} | {settings} | {row['mrr_at_10']:.3f} | "
                          f"{row['ndcg_at_10']:.3f} | {row['recall_at_10']:.3f} |")
+    return lines
+
+
+def weighted_mean(halves: list[dict[str, Any]], channel: str, metric: str) -> float:
+    total = sum(half[channel]["judged_queries"] for half in halves)
+    return sum(half[channel][metric] * half[channel]["judged_queries"] for half in halves) / total
+
+
+def fusion_table(fusions: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    lines = ["| store | embedder | dense MRR@10 | bm25 MRR@10 | hybrid MRR@10 (cross-fitted) | hybrid recall@10 "
+             "| >= best input | profile per half (faiss:bm25, rrf_k) | whole-set pick | whole-set MRR@10 |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (store, embedder), fusion in fusions.items():
+        halves = fusion["held_out"]
+        dense, bm25, hybrid = (weighted_mean(halves, channel, "mrr_at_10") for channel in CHANNELS)
+        recall = weighted_mean(halves, "hybrid", "recall_at_10")
+        picks = "; ".join(f"{h['tuned']['faiss_weight']:g}:{h['tuned']['bm25_weight']:g}, {h['tuned']['rrf_k']:g}"
+                          for h in halves)
+        whole = fusion["whole_set"]
+        lines.append(f"| {store} | {embedder} | {dense:.3f} | {bm25:.3f} | {hybrid:.3f} | {recall:.3f} | "
+                     f"{'yes' if hybrid >= max(dense, bm25) - 1e-12 else 'no'} | {picks} | "
+                     f"{whole['faiss_weight']:g}:{whole['bm25_weight']:g}, {whole['rrf_k']:g} | "
+                     f"{whole['mrr_at_10']:.3f} |")
     return lines
 
 
@@ -162,31 +213,54 @@ def write_section(text: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed pool writes per channel (median)")
+    parser.add_argument("--embedders", nargs="+", default=list(EMBEDDERS),
+                        help="embed_model values measured side by side (default: static-code minilm)")
+    parser.add_argument("--stores", nargs="+", default=["stripped", "original"], choices=["stripped", "original"])
     args = parser.parse_args()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stores = {"stripped": stripped_copy(stdlib, RESULTS / "stripped_src"), "original": stdlib}
-    results: dict[str, list[dict[str, Any]]] = {}
+    repos = {"stripped": stripped_copy(stdlib, RESULTS / "stripped_src"), "original": stdlib}
+    results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    fusions: dict[tuple[str, str], dict[str, Any]] = {}
+    ingest_seconds: dict[str, float] = {}
     costs: dict[str, float] = {}
     queries = 0
-    for store, repo in stores.items():
-        prepare(repo, RESULTS / store)
-        results[store], store_costs, queries = evaluate(RESULTS / store, stdlib, args.runs)
-        costs = costs or store_costs  # the cost is measured on the first (stripped) store
+    for store in args.stores:
+        for embedder in args.embedders:
+            catalog = RESULTS / f"{store}-{embedder.replace('/', '_')}"
+            # A fresh catalog, so the ingest is timed whole (an unchanged store would be kept).
+            shutil.rmtree(catalog, ignore_errors=True)
+            settings = {"embed_model": embedder}
+            seconds = prepare(repos[store], catalog, settings)
+            ingest_seconds.setdefault(embedder, seconds)
+            results[store, embedder], store_costs, queries, fusions[store, embedder] = evaluate(
+                catalog, stdlib, args.runs, settings)
+            costs = costs or store_costs  # the cost is measured on the first store and embedder
     cost_lines = ["| channel | s per 1,000 queries |", "|---|---|",
                   *(f"| {channel} | {seconds:.2f} |" for channel, seconds in costs.items())]
+    ingest_lines = ["| embedder | ingest of the stripped store, s |", "|---|---|",
+                    *(f"| {embedder} | {seconds:.1f} |" for embedder, seconds in ingest_seconds.items())]
     section = "\n".join([
         SECTION_TITLE, "",
+        f"Command: `.venv/bin/python bench/bench_eval.py --embedders {' '.join(args.embedders)}`. "
         f"{queries} queries (first docstring sentences of {', '.join(bootstrap.DEMO_PACKAGES)} from Python "
         f"{platform.python_version()}'s standard library), each answered by its function's chunk (grade 2 for "
-        "the chunk of the `def` line, 1 for the rest of the body); flat FAISS index over all-MiniLM-L6-v2 int8 "
-        "embeddings, BM25 over `code_terms`, hybrid = RRF with rrf_k 60 over each channel's top 100. "
+        "the chunk of the `def` line, 1 for the rest of the body); flat FAISS index over each embedder's "
+        "vectors, BM25 over `code_terms`, hybrid = weighted RRF over each channel's top 100. "
         "*stripped*: docstrings blanked out of the indexed code (the fair measure); *original*: the demo store, "
-        "whose code contains the very sentences asked (optimistic).", "",
+        "whose code contains the very sentences asked (optimistic). The static model never trained on these "
+        "packages (`codeintel/corpus.py` HELD_OUT_PACKAGES).", "",
+        "Fusion measured, not assumed: `sql/tune_fusion.sql` picks weights and rrf_k on one half of the queries "
+        "(split by a hash of query_id) and the hybrid run is scored on the other half, both ways "
+        "(*cross-fitted*: no query scores the profile it helped pick); *whole-set* is the pick over all "
+        "queries, the profile a catalog gets when tuned on its own query set (optimistic on that set).", "",
+        *fusion_table(fusions), "",
+        "Every run (the hybrid rows without weights use the whole-set profile, `sql/write_pool.sql`'s default):", "",
         *quality_table(results), "",
+        *ingest_lines, "",
         f"Pool writing (`sql/write_pool.sql`, k = 10: channel, explain columns, zstd Parquet), stripped store, "
-        f"the {queries} queries' time scaled to 1,000, median of {args.runs}, {os.cpu_count()} cores, "
-        f"duckdb {duckdb.__version__}:", "",
+        f"{args.embedders[0]}, the {queries} queries' time scaled to 1,000, median of {args.runs}, "
+        f"{os.cpu_count()} cores, duckdb {duckdb.__version__}:", "",
         *cost_lines, "",
     ])
     write_section(section)

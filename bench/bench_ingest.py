@@ -1,13 +1,15 @@
-"""Ingest throughput on the demo's standard-library packages: chunks per second per stage.
+"""Ingest throughput on the demo's standard-library packages: chunks per second per stage, per embedder.
 
 Stages over the same files, median of ``--runs`` rounds that interleave the stages:
 - chunking: ``chunk_code`` over every file through DuckDB, and the same chunker called
   directly from Python (the peer: what DuckDB's UDF path costs on top);
-- embedding: ``embed`` over every chunk through DuckDB with DuckDB threads = 1 and = 2
-  (who owns the cores: DuckDB workers or onnxruntime's pool), and ``SentenceEmbedder``
-  called directly (the peer);
+- embedding, static code model (the default): ``embed`` over every chunk through DuckDB with
+  DuckDB threads = 1 and = 2, and ``StaticEmbedder.embed`` called directly (the peer);
+- embedding, MiniLM (the previous default, the peer of the static model): ``SentenceEmbedder``
+  called directly;
 - whole ingest: ``bootstrap.ingest`` into a fresh catalog (listing, chunking, embedding,
-  Parquet writes, metadata), once per run.
+  Parquet writes, metadata) with each embedder, and the demo's ingest as a user runs it
+  (``python bootstrap.py ingest``, a new process: interpreter start and imports included).
 
 Run from the repository root and paste the table into BENCHMARKS.md:
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -32,7 +35,8 @@ import duckdb  # noqa: E402
 
 import bootstrap  # noqa: E402
 from udfs import chunking  # noqa: E402
-from udfs.embedding import SentenceEmbedder  # noqa: E402
+from udfs.embedding import PACKAGED_STATIC_MODEL, SentenceEmbedder  # noqa: E402
+from udfs.static_embedder import StaticEmbedder  # noqa: E402
 
 
 def median_seconds(action: Callable[[], object], runs: int) -> float:
@@ -72,20 +76,36 @@ def main() -> None:
                 return connection.execute(statement).fetchall()
             return action
 
-        def fresh_ingest() -> None:
-            with tempfile.TemporaryDirectory() as target:
-                bootstrap.ingest(stdlib, Path(target) / "catalog", include=include)
+        def fresh_ingest(embed_model: str) -> Callable[[], object]:
+            def action() -> None:
+                with tempfile.TemporaryDirectory() as target:
+                    bootstrap.ingest(stdlib, Path(target) / "catalog", include=include,
+                                     settings={"embed_model": embed_model})
+            return action
 
-        embedder = SentenceEmbedder()
+        def command_line_ingest() -> None:
+            with tempfile.TemporaryDirectory() as target:
+                subprocess.run([sys.executable, str(bootstrap.PROJECT_DIR / "bootstrap.py"), "ingest", str(stdlib),
+                                "--catalog", str(Path(target) / "catalog"),
+                                *(f"--include={pattern}" for pattern in include)],
+                               check=True, capture_output=True)
+
+        static = StaticEmbedder(PACKAGED_STATIC_MODEL)
+        minilm = SentenceEmbedder()
         contenders: list[tuple[str, Callable[[], object]]] = [
             ("chunking: chunk_code through DuckDB", run_sql(
                 "SELECT count(*) FROM (SELECT unnest(chunk_code(uri, text, language, 1200)) FROM bench_files)", 2)),
             ("chunking: chunk_source called directly (peer)",
              lambda: [chunking.chunk_source(text, language, uri) for uri, text, language in files]),
-            ("embedding: embed through DuckDB, threads=1", run_sql("SELECT count(embed(content)) FROM chunks", 1)),
-            ("embedding: embed through DuckDB, threads=2", run_sql("SELECT count(embed(content)) FROM chunks", 2)),
-            ("embedding: SentenceEmbedder.embed directly (peer)", lambda: embedder.embed(contents)),
-            ("whole ingest (bootstrap.ingest, fresh catalog)", fresh_ingest),
+            ("embedding, static-code: embed through DuckDB, threads=1",
+             run_sql("SELECT count(embed(content)) FROM chunks", 1)),
+            ("embedding, static-code: embed through DuckDB, threads=2",
+             run_sql("SELECT count(embed(content)) FROM chunks", 2)),
+            ("embedding, static-code: StaticEmbedder.embed directly (peer)", lambda: static.embed(contents)),
+            ("embedding, minilm: SentenceEmbedder.embed directly", lambda: minilm.embed(contents)),
+            ("whole ingest, static-code (bootstrap.ingest, fresh catalog)", fresh_ingest("static-code")),
+            ("whole ingest, minilm (bootstrap.ingest, fresh catalog)", fresh_ingest("minilm")),
+            ("demo ingest, static-code: `python bootstrap.py ingest` end to end", command_line_ingest),
         ]
         # Rounds interleave the contenders, so load from other work on the shared machine
         # falls on all of them alike and the ratios stay comparable.

@@ -24,8 +24,12 @@ import logging
 import re
 import sysconfig
 import textwrap
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+import numpy as np
+
+from udfs.chunking import DEFAULT_MAX_CHARS, chunk_source
 
 logger = logging.getLogger("codeintel.corpus")
 
@@ -64,17 +68,16 @@ class CorpusSource:
 
 @dataclasses.dataclass(frozen=True)
 class Pair:
-    """A query and the code it asks for; ``origin`` is source:relative path.
+    """A docstring's first paragraph (or sentence) and the code it documents, docstrings blanked.
 
-    ``kind`` is ``docstring`` (a docstring's first paragraph or sentence and the code it
-    documents) or ``name`` (a function's name split into words and the function with its name
-    blanked out: many more pairs than docstrings give, teaching what code a name's words call for).
+    ``symbols`` are the names the code defines (the function, its nested functions and
+    classes), as the chunker lists a chunk's symbols; ``origin`` is source:relative path.
     """
 
     query: str
     code: str
+    symbols: tuple[str, ...]
     origin: str
-    kind: str = "docstring"
 
 
 def stdlib_source() -> CorpusSource:
@@ -198,17 +201,49 @@ def docstring_nodes(tree: ast.AST) -> Iterator[tuple[ast.AST, ast.Expr]]:
             yield node, node.body[0]
 
 
-NAME_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+def blank_docstrings(source: str) -> str:
+    """``source`` with each module, class and function docstring replaced by ``pass``.
+
+    The lines a docstring took are kept as blank lines, so every other line keeps its number.
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    for _, docstring in sorted(docstring_nodes(tree), key=lambda found: found[1].lineno, reverse=True):
+        first, last = docstring.lineno - 1, (docstring.end_lineno or docstring.lineno) - 1
+        # ast column offsets count UTF-8 bytes.
+        head = lines[first].encode()[: docstring.col_offset].decode()
+        tail = lines[last].encode()[docstring.end_col_offset or 0 :].decode()
+        lines[first : last + 1] = [head + "pass" + tail, *["\n"] * (last - first)]
+    return "".join(lines)
 
 
-def name_words(name: str) -> list[str]:
-    """``parse_config_file`` and ``parseConfigFile`` -> ``['parse', 'config', 'file']``."""
-    return [word.lower() for word in NAME_WORD.findall(name)]
+def mine_chunk_pairs(text: str, origin: str, max_chunk_chars: int = DEFAULT_MAX_CHARS) -> list[Pair]:
+    """Pairs as a store holds them: the source with its docstrings blanked, chunked as ingest
+    chunks it (cAST), each docstring's question paired with the chunk holding its ``def`` line
+    and that chunk's symbols (the chunker's); unparsable sources give none."""
+    try:
+        tree = ast.parse(text)
+        blanked = blank_docstrings(text)
+    except (SyntaxError, ValueError):
+        return []
+    chunks = chunk_source(blanked, "python", origin, max_chunk_chars)
+    if not chunks:
+        return []
+    starts = np.array([chunk.start_line for chunk in chunks])
+    pairs = []
+    for node, statement in docstring_nodes(tree):
+        if isinstance(node, ast.Module):
+            continue
+        chunk = chunks[int(np.searchsorted(starts, node.lineno, side="right")) - 1]
+        paragraph = first_paragraph(statement.value.value)[:MAX_QUERY_CHARS]
+        for query in dict.fromkeys((paragraph, first_sentence(paragraph))):
+            if len(query.split()) >= MIN_QUERY_WORDS and chunk.content.strip():
+                pairs.append(Pair(query, chunk.content, tuple(chunk.symbols), origin))
+    return pairs
 
 
-def mine_pairs(text: str, origin: str, names: bool = False) -> list[Pair]:
-    """The (docstring, code) pairs of one Python source, and with ``names`` the (name, code) pairs
-    of its functions; unparsable sources give none."""
+def mine_pairs(text: str, origin: str) -> list[Pair]:
+    """The (docstring, code) pairs of one Python source; unparsable sources give none."""
     try:
         tree = ast.parse(text)
     except (SyntaxError, ValueError):
@@ -219,19 +254,6 @@ def mine_pairs(text: str, origin: str, names: bool = False) -> list[Pair]:
     for _, statement in documented:
         docstring_lines.update(range(statement.lineno - 1, (statement.end_lineno or statement.lineno)))
     pairs = []
-    if names:
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-                continue
-            words = name_words(node.name)
-            if len(words) < 2:
-                continue
-            first = min([node.lineno, *(d.lineno for d in node.decorator_list)]) - 1
-            body = [lines[i] for i in range(first, node.end_lineno or node.lineno) if i not in docstring_lines]
-            # The name is blanked where it is defined, so the pair teaches the body, not an identity.
-            code = re.sub(rf"\b{re.escape(node.name)}\b", "_", textwrap.dedent("".join(body)))[:MAX_CODE_CHARS]
-            if code.strip():
-                pairs.append(Pair(" ".join(words), code, origin, kind="name"))
     for node, statement in documented:
         if isinstance(node, ast.Module):
             continue
@@ -241,15 +263,23 @@ def mine_pairs(text: str, origin: str, names: bool = False) -> list[Pair]:
         code = textwrap.dedent("".join(body))[:MAX_CODE_CHARS]
         if not code.strip():
             continue
+        symbols = tuple(dict.fromkeys(
+            child.name for child in ast.walk(node)
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)))
         # The paragraph, and its first sentence when shorter: both are how people ask.
         for query in dict.fromkeys((paragraph, first_sentence(paragraph))):
             if len(query.split()) >= MIN_QUERY_WORDS:
-                pairs.append(Pair(query, code, origin))
+                pairs.append(Pair(query, code, symbols, origin))
     return pairs
 
 
-def corpus_pairs(sources: Iterable[CorpusSource], names: bool = False) -> tuple[list[Pair], list[str]]:
-    """Every pair of every source (duplicates dropped, first kept) and every file's text (the tokenizer's corpus)."""
+def corpus_pairs(sources: Iterable[CorpusSource], as_chunks: Callable[[str], bool] = lambda _origin: False
+                 ) -> tuple[list[Pair], list[str]]:
+    """Every pair of every source (duplicates dropped, first kept) and every file's text (the tokenizer's corpus).
+
+    Files whose origin ``as_chunks`` accepts give chunk pairs (:func:`mine_chunk_pairs`), the
+    others function pairs (:func:`mine_pairs`).
+    """
     pairs: list[Pair] = []
     texts: list[str] = []
     seen: set[tuple[str, str]] = set()
@@ -260,7 +290,8 @@ def corpus_pairs(sources: Iterable[CorpusSource], names: bool = False) -> tuple[
             if text is None:
                 continue
             texts.append(text)
-            for pair in mine_pairs(text, f"{source.name}:{path.relative_to(source.root)}", names=names):
+            origin = f"{source.name}:{path.relative_to(source.root)}"
+            for pair in (mine_chunk_pairs if as_chunks(origin) else mine_pairs)(text, origin):
                 key = (pair.query, pair.code)
                 if key not in seen:
                     seen.add(key)

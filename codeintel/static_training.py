@@ -52,6 +52,8 @@ logger = logging.getLogger("codeintel.train")
 #: Split camelCase and acronym boundaries with a space before lower-casing: ``parseHTTPResponse``
 #: -> ``parse HTTP Response``.  Oniguruma (the tokenizers regex engine) supports the look-arounds.
 CAMEL_BOUNDARY = r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])"
+#: Weights of a chunk's defined names tried on the validation pairs after tuning.
+SYMBOL_WEIGHTS = (1.0, 2.0, 4.0, 8.0, 12.0, 16.0, 24.0)
 #: Longer pieces (a base64 blob, a long hex literal) become [UNK]: they name nothing.
 MAX_WORD_CHARS = 64
 
@@ -71,9 +73,9 @@ class TrainingConfig:
     anchor: float = 0.0
     #: Tune each token's pooling weight too (as a log-weight), starting from its IDF.
     learn_weights: bool = True
-    #: Train on (function name words, function with its name blanked) pairs too: measured worse
-    #: (validation MRR@10 0.410 against 0.427), so off by default.
-    name_pairs: bool = False
+    #: How many times a code's defined names count in its vector while tuning (the model's own
+    #: weight is then picked from SYMBOL_WEIGHTS on the validation pairs).
+    symbol_weight: float = 8.0
     #: Epochs without a better validation MRR@10 before stopping.
     patience: int = 2
     #: One file in this many holds validation pairs (by a hash of its path, not at random).
@@ -88,6 +90,8 @@ class TrainingConfig:
                 raise ValueError(f"train-embedder: {field} must be a positive integer, got {value!r}")
         if self.dim > 384:
             raise ValueError(f"train-embedder: dim must be at most 384 (the teacher's width), got {self.dim}")
+        if not self.symbol_weight > 0:
+            raise ValueError(f"train-embedder: symbol_weight must be positive, got {self.symbol_weight!r}")
         if self.vocab_size < 100:
             raise ValueError(f"train-embedder: vocab_size must be at least 100, got {self.vocab_size}")
 
@@ -160,10 +164,28 @@ def vocabulary_of(words: collections.Counter[str], config: TrainingConfig,
 
 @dataclasses.dataclass
 class TokenizedTexts:
-    """Texts as one flat id array; text ``i`` is ``ids[starts[i]:starts[i] + counts[i]]``."""
+    """Texts as one flat id array; text ``i`` is ``ids[starts[i]:starts[i] + counts[i]]``.
+
+    ``multipliers`` (one per occurrence, else all 1) scale tokens' pooling weights: a chunk's
+    defined names count ``symbol_weight`` times (:func:`static_embedder.merge_token_streams`).
+    """
 
     ids: np.ndarray
     counts: np.ndarray
+    multipliers: np.ndarray | None = None
+
+    def multipliers_or_ones(self) -> np.ndarray:
+        return self.multipliers if self.multipliers is not None else np.ones(len(self.ids), dtype=np.float32)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[TokenizedTexts]) -> TokenizedTexts:
+        return cls(np.concatenate([part.ids for part in parts]), np.concatenate([part.counts for part in parts]),
+                   np.concatenate([part.multipliers_or_ones() for part in parts]))
+
+    @classmethod
+    def with_symbols(cls, contents: TokenizedTexts, symbols: TokenizedTexts, weight: float) -> TokenizedTexts:
+        return cls(*static_embedder.merge_token_streams(contents.ids, contents.counts, symbols.ids, symbols.counts,
+                                                        weight))
 
     @property
     def starts(self) -> np.ndarray:
@@ -173,7 +195,8 @@ class TokenizedTexts:
         starts = self.starts[rows]
         counts = self.counts[rows]
         gather = np.repeat(starts - np.concatenate(([0], np.cumsum(counts)[:-1])), counts) + np.arange(counts.sum())
-        return TokenizedTexts(self.ids[gather], counts)
+        return TokenizedTexts(self.ids[gather], counts,
+                              None if self.multipliers is None else self.multipliers[gather])
 
 
 def tokenize(tokenizer: tokenizers.Tokenizer, texts: Sequence[str]) -> TokenizedTexts:
@@ -221,16 +244,17 @@ def distilled_table(tokenizer: tokenizers.Tokenizer, dim: int) -> np.ndarray:
 
 
 def count_matrix(texts: TokenizedTexts) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's distinct tokens and the dense [texts x distinct] matrix of token counts."""
+    """The batch's distinct tokens and the dense [texts x distinct] matrix of token counts (times multipliers)."""
     distinct, local = np.unique(texts.ids, return_inverse=True)
     owner = np.repeat(np.arange(len(texts.counts)), texts.counts)
-    flat = np.bincount(owner * len(distinct) + local, minlength=len(texts.counts) * len(distinct))
+    flat = np.bincount(owner * len(distinct) + local, weights=texts.multipliers,
+                       minlength=len(texts.counts) * len(distinct))
     return distinct, flat.reshape(len(texts.counts), len(distinct)).astype(np.float32)
 
 
 def embed_tokenized(table: np.ndarray, weights: np.ndarray, texts: TokenizedTexts,
                     empty_vector: np.ndarray) -> np.ndarray:
-    return static_embedder.pool(table, weights, texts.ids, texts.counts, empty_vector)
+    return static_embedder.pool(table, weights, texts.ids, texts.counts, empty_vector, texts.multipliers)
 
 
 def mrr_at_10(queries: np.ndarray, codes: np.ndarray) -> float:
@@ -264,7 +288,7 @@ class ContrastiveTuner:
 
     def step(self, queries: TokenizedTexts, codes: TokenizedTexts) -> float:
         config = self.config
-        both = TokenizedTexts(np.concatenate([queries.ids, codes.ids]), np.concatenate([queries.counts, codes.counts]))
+        both = TokenizedTexts.concatenate([queries, codes])
         distinct, counts = count_matrix(both)
         token_weights = self.weights[distinct]
         mass = np.maximum(counts @ token_weights, 1e-12)[:, None]
@@ -279,12 +303,14 @@ class ContrastiveTuner:
         by_row = _softmax(logits, axis=1)
         by_column = _softmax(logits, axis=0)
         diagonal = np.arange(batch)
-        loss = -0.5 * (np.log(by_row[diagonal, diagonal] + 1e-30).mean() + np.log(by_column[diagonal, diagonal] + 1e-30).mean())
+        loss = -0.5 * (np.log(by_row[diagonal, diagonal] + 1e-30).mean()
+                       + np.log(by_column[diagonal, diagonal] + 1e-30).mean())
         # d loss / d logits for the mean of the row-wise and the column-wise cross-entropy.
         gradient_logits = (by_row + by_column)
         gradient_logits[diagonal, diagonal] -= 2.0
         gradient_logits /= 2.0 * batch
-        gradient_unit = np.concatenate([gradient_logits @ code_unit, gradient_logits.T @ query_unit]) / config.temperature
+        gradient_unit = np.concatenate([gradient_logits @ code_unit,
+                                        gradient_logits.T @ query_unit]) / config.temperature
         # Through the normalisation: d(u/|u|) projects out the radial part and divides by |u|.
         gradient_pooled = (gradient_unit - unit * (unit * gradient_unit).sum(axis=1, keepdims=True)) / norms
         gradient_rows = pooling.T @ gradient_pooled
@@ -335,7 +361,11 @@ def train(out: Path, extra_repositories: Sequence[Path] = (), config: TrainingCo
                               "or delete it first (a model is never overwritten in place)")
     started = time.monotonic()
     sources = list(sources) if sources is not None else corpus_module.default_sources(extra_repositories)
-    pairs, texts = corpus_module.corpus_pairs(sources, names=config.name_pairs)
+    def is_validation(origin: str) -> bool:
+        return validation_file(origin, config.validation_every)
+
+    # Validation files give chunk pairs, as a store holds them: the same cAST chunks and symbols.
+    pairs, texts = corpus_module.corpus_pairs(sources, as_chunks=is_validation)
     if len(pairs) < 2 * config.validation_every:
         raise ValueError(f"train-embedder: the corpus gave only {len(pairs)} docstring/code pairs; "
                          "add Python repositories with documented functions (--corpus PATH)")
@@ -344,30 +374,32 @@ def train(out: Path, extra_repositories: Sequence[Path] = (), config: TrainingCo
     tokenizer = train_tokenizer(texts, config)
     vocabulary = tokenizer.get_vocab_size()
     queries = tokenize(tokenizer, [pair.query for pair in pairs])
-    codes = tokenize(tokenizer, [pair.code for pair in pairs])
+    code_texts = tokenize(tokenizer, [pair.code for pair in pairs])
+    code_symbols = tokenize(tokenizer, [" ".join(pair.symbols) for pair in pairs])
+    codes = TokenizedTexts.with_symbols(code_texts, code_symbols, config.symbol_weight)
     special = [tokenizer.token_to_id(token) for token in (static_embedder.UNKNOWN_TOKEN, static_embedder.EMPTY_TOKEN)]
-    weights = idf_weights([queries, codes], vocabulary, special)
+    weights = idf_weights([queries, code_texts], vocabulary, special)
     # Pairs where either side has no weighted token teach nothing and would divide by zero.
     usable = _has_weight(queries, weights) & _has_weight(codes, weights)
-    # Validation asks docstring questions of files no training pair came from.
-    in_validation_file = np.array([validation_file(pair.origin, config.validation_every) for pair in pairs])
-    is_docstring = np.array([pair.kind == "docstring" for pair in pairs])
+    # Validation asks docstring questions of chunks of files no training pair came from.
+    in_validation_file = np.array([is_validation(pair.origin) for pair in pairs])
     train_rows = np.flatnonzero(usable & ~in_validation_file)
-    validation_rows = np.flatnonzero(usable & in_validation_file & is_docstring)
+    validation_rows = np.flatnonzero(usable & in_validation_file)
     logger.info("pairs: %d training, %d validation (held-out files)", len(train_rows), len(validation_rows))
 
     table = distilled_table(tokenizer, config.dim)
     empty_vector = table[tokenizer.token_to_id(static_embedder.EMPTY_TOKEN)]
     validation_queries, validation_codes = queries.select(validation_rows), codes.select(validation_rows)
 
-    def validate(candidate: np.ndarray, candidate_weights: np.ndarray) -> float:
+    def validate(candidate: np.ndarray, candidate_weights: np.ndarray, codes: TokenizedTexts = validation_codes
+                 ) -> float:
         return mrr_at_10(embed_tokenized(candidate, candidate_weights, validation_queries, empty_vector),
-                         embed_tokenized(candidate, candidate_weights, validation_codes, empty_vector))
+                         embed_tokenized(candidate, candidate_weights, codes, empty_vector))
 
-    history = [{"epoch": 0, "validation_mrr_at_10": round(validate(table, weights), 4)}]
-    logger.info("distilled table: validation MRR@10 %.4f", history[0]["validation_mrr_at_10"])
     tuner = ContrastiveTuner(table, weights, config)
-    best_table, best_weights, best_mrr, best_epoch = table, weights, history[0]["validation_mrr_at_10"], 0
+    history = [{"epoch": 0, "validation_mrr_at_10": round(validate(tuner.table, tuner.weights), 4)}]
+    logger.info("distilled table: validation MRR@10 %.4f", history[0]["validation_mrr_at_10"])
+    best_table, best_weights, best_mrr, best_epoch = tuner.table, tuner.weights, history[0]["validation_mrr_at_10"], 0
     rng = np.random.default_rng(config.seed)
     for epoch in range(1, config.epochs + 1):
         order = rng.permutation(train_rows)
@@ -378,13 +410,23 @@ def train(out: Path, extra_repositories: Sequence[Path] = (), config: TrainingCo
                 continue
             losses.append(tuner.step(queries.select(batch), codes.select(batch)))
         mrr = validate(tuner.table, tuner.weights)
-        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4), "validation_mrr_at_10": round(mrr, 4)})
+        history.append({"epoch": epoch, "loss": round(float(np.mean(losses)), 4),
+                        "validation_mrr_at_10": round(mrr, 4)})
         logger.info("epoch %d: loss %.4f, validation MRR@10 %.4f", epoch, np.mean(losses), mrr)
         if mrr > best_mrr:
             best_table, best_weights, best_mrr, best_epoch = tuner.table.copy(), tuner.weights, mrr, epoch
         elif epoch - best_epoch >= config.patience:
             logger.info("no better validation MRR@10 for %d epochs: stopping", config.patience)
             break
+
+    # The names' weight in a chunk's vector, measured on the validation chunks with the kept table.
+    symbol_scores = {
+        weight: round(validate(best_table, best_weights, TokenizedTexts.with_symbols(
+            code_texts.select(validation_rows), code_symbols.select(validation_rows), weight)), 4)
+        for weight in SYMBOL_WEIGHTS}
+    symbol_weight = max(SYMBOL_WEIGHTS, key=lambda weight: (symbol_scores[weight], -weight))
+    logger.info("symbol weight %g: validation MRR@10 %.4f (%s)", symbol_weight, symbol_scores[symbol_weight],
+                ", ".join(f"{w:g}: {v:.3f}" for w, v in symbol_scores.items()))
 
     card = {
         "format": static_embedder.MODEL_FORMAT,
@@ -403,11 +445,12 @@ def train(out: Path, extra_repositories: Sequence[Path] = (), config: TrainingCo
         "corpus_sha256": corpus_module.corpus_hash(sources),
         "held_out_packages": sorted(corpus_module.HELD_OUT_PACKAGES),
         "never_trained_on": sorted(corpus_module.NEVER_TRAINED_ON),
-        "pairs": {"training": int(len(train_rows)), "validation": int(len(validation_rows)),
-                  "training_docstring": int(is_docstring[train_rows].sum())},
+        "pairs": {"training": int(len(train_rows)), "validation": int(len(validation_rows))},
         "history": history,
         "best_epoch": best_epoch,
-        "validation_mrr_at_10": round(best_mrr, 4),
+        "symbol_weight": symbol_weight,
+        "symbol_weight_validation_mrr_at_10": {f"{weight:g}": score for weight, score in symbol_scores.items()},
+        "validation_mrr_at_10": symbol_scores[symbol_weight],
         "training_seconds": round(time.monotonic() - started, 1),
         # ru_maxrss is in KiB on Linux.
         "peak_memory_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -422,6 +465,39 @@ def _has_weight(texts: TokenizedTexts, weights: np.ndarray) -> np.ndarray:
     return np.bincount(owner, weights=weights[texts.ids], minlength=len(texts.counts)) > 0
 
 
+def model_card_text(card: dict[str, Any]) -> str:
+    """The model card for people: what the model is, what it was trained on, how well it did."""
+    corpus_lines = "\n".join(f"| {source['name']} | {source['version']} | {source['files']} |"
+                              for source in card["corpus"])
+    history = ", ".join(f"{entry['epoch']}: {entry['validation_mrr_at_10']:.3f}" for entry in card["history"])
+    return f"""# Static code embedder `{card['name']}`
+
+A token table for `embed()` (udfs/static_embedder.py): text -> identifier-splitting WordPiece tokens
+-> {card['pooling']}. {card['vocab_size']:,} tokens x {card['dim']} dimensions (float16); no model runs
+at query or ingest time. Written by `python bootstrap.py train-embedder` (codeintel/static_training.py).
+
+- Seed {card['seed']}, Python {card['python']}, numpy {card['numpy']}, tokenizers {card['tokenizers']};
+  created {card['created_at']}.
+- Start: {card['teacher']}; then contrastive tuning (in-batch negatives) on docstring -> code pairs.
+- Pairs: {card['pairs']['training']:,} training, {card['pairs']['validation']:,} validation (from held-out files).
+- Validation MRR@10 by epoch (0 = distilled, before tuning): {history}; kept epoch {card['best_epoch']}.
+- A chunk's defined names count {card['symbol_weight']:g} times in its vector (picked on validation:
+  {', '.join(f'{w}: {v:.3f}' for w, v in card['symbol_weight_validation_mrr_at_10'].items())}).
+- Training: {card['training_seconds']} s, peak memory {card['peak_memory_mib']} MiB on {os.cpu_count()} cores.
+- Never trained on: {', '.join(card['held_out_packages'])} (what bench/bench_eval.py evaluates on) and
+  {', '.join(card['never_trained_on'])} (installed by the virtual-environment tool, not pinned by this project).
+- Table SHA-256 `{card['table_sha256']}`; model SHA-256 (tokenizer.json, table.npy, weights.npy)
+  `{card['model_sha256']}`: what a store's `embedder_sha256` records.
+- Corpus SHA-256 `{card['corpus_sha256']}` over:
+
+| source | version | files |
+|---|---|---|
+{corpus_lines}
+
+Retrieval figures on the evaluation set, beside MiniLM: BENCHMARKS.md, "Evaluation".
+"""
+
+
 def write_model(out: Path, tokenizer: tokenizers.Tokenizer, table: np.ndarray, weights: np.ndarray,
                 card: dict[str, Any]) -> None:
     staging = out.parent / f".tmp-{out.name}-{uuid.uuid4().hex[:8]}"
@@ -434,6 +510,7 @@ def write_model(out: Path, tokenizer: tokenizers.Tokenizer, table: np.ndarray, w
                 "table_sha256": hashlib.sha256((staging / "table.npy").read_bytes()).hexdigest(),
                 "model_sha256": static_embedder.model_hash(staging)}
         (staging / static_embedder.MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
+        (staging / "README.md").write_text(model_card_text(card))
         for path in staging.iterdir():
             with open(path, "rb") as handle:
                 os.fsync(handle.fileno())

@@ -97,12 +97,13 @@ GROUP BY id
 HAVING count(*) > 1
 LIMIT 1;
 
--- Embedded lazily: write_chunk_store.sql streams this view to Parquet.
+-- Embedded lazily: write_chunk_store.sql streams this view to Parquet.  embed_chunk also counts
+-- the names a chunk defines (static models), which questions about code most often ask for.
 CREATE OR REPLACE TEMP VIEW staged_chunks AS
 SELECT
     c.id, c.uri, c.start_byte, c.end_byte, c.start_line, c.end_line, c.language, c.kind, c.symbols,
     c.content,
-    embed(c.content) AS embedding
+    embed_chunk(c.content, c.symbols) AS embedding
 FROM ingest_chunks AS c;
 
 COPY (

@@ -94,7 +94,8 @@ def store_dimension(connection) -> int:
     ("httpserver", "HTTPServer"),
 ])
 def test_bm25_finds_an_identifier_in_any_spelling(connection, tmp_path: Path, query: str, symbol: str) -> None:
-    load_query_set(connection, tmp_path, [{"query_id": "q", "text": query, "embedding": [0.0] * store_dimension(connection)}])
+    zeros = [0.0] * store_dimension(connection)
+    load_query_set(connection, tmp_path, [{"query_id": "q", "text": query, "embedding": zeros}])
     best = connection.execute("SELECT c.symbols FROM channel_bm25(k := 1) AS b JOIN chunks AS c ON c.id = b.chunk_id"
                               ).fetchone()
     assert best is not None and symbol in best[0]
@@ -102,7 +103,8 @@ def test_bm25_finds_an_identifier_in_any_spelling(connection, tmp_path: Path, qu
 
 def test_bm25_scores_equal_fts_match_bm25(connection, tmp_path: Path) -> None:
     texts = ["read the file at path", "parse text", "HTTP server serve", "write data to a file"]
-    load_query_set(connection, tmp_path, [{"query_id": f"q{i}", "text": text, "embedding": [0.0] * store_dimension(connection)}
+    zeros = [0.0] * store_dimension(connection)
+    load_query_set(connection, tmp_path, [{"query_id": f"q{i}", "text": text, "embedding": zeros}
                                           for i, text in enumerate(texts)])
     pairs = connection.execute(
         "SELECT b.score, fts_main_bm25_documents.match_bm25(b.chunk_id, code_terms(q.text)) "

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 import sysconfig
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
+import bootstrap
 from codeintel import corpus, static_training
 from udfs import embedding, static_embedder
 from udfs.context import CatalogContext
@@ -101,6 +105,29 @@ def test_vectors_are_unit_norm_float32_in_input_order(model: static_embedder.Sta
     for row, text in enumerate(texts):
         np.testing.assert_allclose(model.embed([text])[0], vectors[row], atol=1e-6)
     np.testing.assert_array_equal(model.embed(texts), vectors)
+
+
+def test_chunk_names_count_symbol_weight_times(model: static_embedder.StaticEmbedder) -> None:
+    contents = ["def load(path):\n    return open(path).read()\n", "x = 1\n", ""]
+    symbols = [["load"], [], ["Config", "parse_file"]]
+    weight = int(model.symbol_weight)
+    assert weight == model.symbol_weight and weight > 1  # an integer weight: repeating the names is the oracle
+    repeated = [content + ("\n" + " ".join(names)) * weight for content, names in zip(contents, symbols, strict=True)]
+    np.testing.assert_allclose(model.embed_chunks(contents, symbols), model.embed(repeated), atol=1e-5)
+    np.testing.assert_allclose(model.embed_chunks(contents[:2], [None, []]), model.embed(contents[:2]), atol=1e-6)
+
+
+def test_embed_chunk_udf_equals_the_model(model: static_embedder.StaticEmbedder, tmp_path: Path) -> None:
+    connection = duckdb.connect()
+    context = CatalogContext(catalog_dir=tmp_path)
+    for spec in embedding.REGISTRY:
+        spec.register(connection, context)
+    rows = connection.execute(
+        "SELECT embed_chunk(content, symbols) FROM (VALUES ('def load(path): pass', ['load']), (NULL, ['x']), "
+        "('x = 1', NULL)) AS t(content, symbols)").fetchall()
+    assert rows[1] == (None,)
+    expected = model.embed_chunks(["def load(path): pass", "x = 1"], [["load"], None])
+    np.testing.assert_allclose(np.array([rows[0][0], rows[2][0]], dtype=np.float32), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("text", ["", " ", "\n\n\t", "()[]{}:;"])
@@ -291,8 +318,7 @@ def test_default_corpus_holds_out_the_evaluation_and_the_venv_tools() -> None:
     assert all((STDLIB / package).is_dir() for package in corpus.DEMO_PACKAGES)
 
 
-def test_pairs_blank_every_docstring_of_their_code() -> None:
-    source = '''
+PAIR_SOURCE = '''
 class Store:
     """Keeps things.
 
@@ -302,11 +328,116 @@ class Store:
         """Store value under key and return it."""
         self.items[key] = value
         return value
+
+    def drop(self, key):
+        """Forget the value stored under key. Missing keys are fine."""
+        def inner():
+            pass
+        self.items.pop(key, None)
 '''
-    pairs = corpus.mine_pairs(source, "t:x.py", names=True)
-    by_query = {pair.query: pair for pair in pairs}
-    assert set(by_query) == {"Store value under key and return it.", "put item"}
+
+
+def test_function_pairs_blank_every_docstring_and_list_their_names() -> None:
+    pairs = {pair.query: pair for pair in corpus.mine_pairs(PAIR_SOURCE, "t:x.py")}
+    # "Keeps things." has under MIN_QUERY_WORDS words; a paragraph's first sentence is a query too.
+    assert set(pairs) == {"Store value under key and return it.",
+                          "Forget the value stored under key. Missing keys are fine.",
+                          "Forget the value stored under key."}
+    for pair in pairs.values():
+        assert "Store value" not in pair.code and "Keeps things" not in pair.code and "Forget" not in pair.code
+    assert pairs["Store value under key and return it."].symbols == ("put_item",)
+    assert pairs["Forget the value stored under key."].symbols == ("drop", "inner")
+    assert pairs["Store value under key and return it."].code.startswith("def put_item(self, key, value):")
+
+
+def test_chunk_pairs_are_the_chunks_ingest_makes() -> None:
+    from udfs.chunking import chunk_source
+
+    chunks = chunk_source(corpus.blank_docstrings(PAIR_SOURCE), "python", "t:x.py")
+    pairs = corpus.mine_chunk_pairs(PAIR_SOURCE, "t:x.py")
+    assert {pair.query for pair in pairs} >= {"Store value under key and return it."}
     for pair in pairs:
-        assert "Store value" not in pair.code and "Keeps things" not in pair.code
-    assert "def _(self, key, value):" in by_query["put item"].code
-    assert by_query["put item"].kind == "name"
+        assert any(pair.code == chunk.content and pair.symbols == tuple(chunk.symbols) for chunk in chunks)
+        assert "Store value" not in pair.code
+    # Blanking keeps every line where it was.
+    assert corpus.blank_docstrings(PAIR_SOURCE).count("\n") == PAIR_SOURCE.count("\n")
+
+
+# --------------------------------------------------------------------------- stores and their embedder
+
+
+@pytest.fixture
+def small_catalog(tmp_path: Path) -> tuple[Path, Path]:
+    from tests.test_ingest import make_repo
+
+    repo = make_repo(tmp_path / "repo", {
+        "app/config.py": ("def load_config(path):\n    \"\"\"Read the settings file.\"\"\"\n"
+                          "    return open(path).read()\n"),
+        "app/net.py": "class Client:\n    def retry(self, attempts):\n        return attempts * 2\n",
+    })
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    return repo, catalog
+
+
+def current_store_bytes(catalog: Path) -> tuple[str, dict[str, bytes]]:
+    current = catalog / "store" / "CURRENT"
+    return os.readlink(current), {path.name: path.read_bytes() for path in current.iterdir()}
+
+
+def test_store_records_the_embedder_and_a_search_with_another_is_refused(small_catalog) -> None:
+    _, catalog = small_catalog
+    bootstrap.build_index(catalog, "flat")
+    manifest = json.loads((catalog / "store" / "CURRENT" / "store.json").read_text())
+    assert manifest["embedder"].startswith("static-code@") and len(manifest["embedder_sha256"]) == 64
+    same = bootstrap.connect(catalog)
+    try:
+        hits = same.execute("SELECT c.uri FROM faiss_search(embed('read the settings file'), k := 1) AS h "
+                            "JOIN chunks AS c ON c.id = h.chunk_id").fetchall()
+        assert hits == [("app/config.py",)]
+    finally:
+        same.close()
+    other = bootstrap.connect(catalog, settings={"embed_model": "minilm"})
+    try:
+        with pytest.raises(duckdb.Error, match=r"embedded by 'static-code@\w+'.*embeds with "
+                                               r"'.*MiniLM.*'.*set embed_model=static-code"):
+            other.execute("SELECT * FROM faiss_search(embed('read settings'), k := 3)").fetchall()
+    finally:
+        other.close()
+
+
+def test_reingest_with_another_embedder_says_it_reembeds(small_catalog, caplog: pytest.LogCaptureFixture) -> None:
+    repo, catalog = small_catalog
+    with caplog.at_level(logging.INFO, logger="codeintel"):
+        result = bootstrap.ingest(repo, catalog, settings={"embed_model": "minilm"})
+    assert not result.unchanged and result.manifest["dimension"] == 384
+    assert any("embeds every chunk again" in record.getMessage() and "static-code@" in record.getMessage()
+               for record in caplog.records)
+    static = bootstrap.connect(catalog)
+    try:
+        with pytest.raises(duckdb.Error, match=r"set embed_model=minilm"):
+            static.execute("SELECT embed('x')").fetchall()
+    finally:
+        static.close()
+
+
+@pytest.mark.parametrize("model", ["missing", "corrupt"])
+def test_a_bad_model_fails_the_ingest_and_keeps_the_store(small_catalog, tmp_path: Path, model: str) -> None:
+    repo, catalog = small_catalog
+    before = current_store_bytes(catalog)
+    path = tmp_path / "no-such-model"
+    if model == "corrupt":
+        path = copy_model(tmp_path / "corrupt-model")
+        (path / "weights.npy").write_bytes(b"\x93NUMPY garbage")
+    (repo / "app" / "new.py").write_text("def added():\n    return 1\n")
+    with pytest.raises((UdfError, bootstrap.CatalogError, duckdb.Error), match=r"embed_model"):
+        bootstrap.ingest(repo, catalog, settings={"embed_model": str(path)})
+    assert current_store_bytes(catalog) == before
+    assert not [p for p in (catalog / "store" / "versions").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_train_embedder_command_refuses_an_existing_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = copy_model(tmp_path / "model")
+    with caplog.at_level(logging.ERROR, logger="codeintel"):
+        assert bootstrap.main(["train-embedder", "--out", str(out)]) == 2
+    assert any("exists and is not empty" in record.getMessage() for record in caplog.records)

@@ -456,19 +456,46 @@ def _label_prefix(path: Path) -> str:
 
 def embed_udf(context: CatalogContext, texts: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
     """``embed(text)`` over one DuckDB chunk: a single embedder call; NULL text gives NULL."""
-    if isinstance(texts, pa.ChunkedArray):
-        texts = texts.combine_chunks()
     check_store_embedder(context)
     embedder = get_embedder(context)
+    return _vectors(texts, embedder.dim, lambda present, _rows: embedder.embed(present))
+
+
+def embed_chunk_udf(context: CatalogContext, contents: pa.Array | pa.ChunkedArray,
+                    symbols: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
+    """``embed_chunk(content, symbols)``: what ingest stores for a chunk; NULL content gives NULL.
+
+    A static model also counts the names the chunk defines (its ``symbol_weight``); an ONNX
+    model embeds the content alone, as ``embed`` does.
+    """
+    check_store_embedder(context)
+    embedder = get_embedder(context)
+    if not isinstance(embedder, static_embedder.StaticEmbedder):
+        return _vectors(contents, embedder.dim, lambda present, _rows: embedder.embed(present))
+    if isinstance(symbols, pa.ChunkedArray):
+        symbols = symbols.combine_chunks()
+    names = symbols.to_pylist()
+    return _vectors(contents, embedder.dim,
+                    lambda present, rows: embedder.embed_chunks(present, [names[row] for row in rows]))
+
+
+def _vectors(texts: pa.Array | pa.ChunkedArray, dim: int, embed: Any) -> pa.FixedSizeListArray:
+    """``embed`` over the non-NULL texts as one call, NULL rows NULL: a FixedSizeList array of ``dim`` floats.
+
+    ``embed`` takes the present texts and their row numbers.
+    """
+    if isinstance(texts, pa.ChunkedArray):
+        texts = texts.combine_chunks()
     is_null = texts.is_null().to_numpy(zero_copy_only=False)
     present = texts.drop_null().to_pylist()
-    matrix = embedder.embed(present)
+    rows = np.flatnonzero(~is_null)
+    matrix = embed(present, rows)
     if is_null.any():
-        full = np.zeros((len(texts), embedder.dim), dtype=np.float32)
+        full = np.zeros((len(texts), dim), dtype=np.float32)
         full[~is_null] = matrix
         matrix = full
     return pa.FixedSizeListArray.from_arrays(
-        pa.array(matrix.ravel()), embedder.dim, mask=pa.array(is_null) if is_null.any() else None
+        pa.array(matrix.ravel()), dim, mask=pa.array(is_null) if is_null.any() else None
     )
 
 
@@ -482,6 +509,17 @@ REGISTRY: tuple[UdfSpec, ...] = (
         null_handling="special",
         owns_cores=True,
         doc="L2-normalised sentence embedding of text (NULL for NULL); model set by embed_model.",
+    ),
+    UdfSpec(
+        name="embed_chunk",
+        function=embed_chunk_udf,
+        parameters=("VARCHAR", "VARCHAR[]"),
+        return_type=lambda context: f"FLOAT[{embedding_dim(context)}]",
+        kind="arrow",
+        null_handling="special",
+        owns_cores=True,
+        doc="The vector ingest stores for a chunk: its content, plus (static models) the names it defines "
+        "weighted by the model's symbol_weight; NULL for NULL content.",
     ),
     UdfSpec(
         name="embed_model",

@@ -12,7 +12,9 @@ is ``udfs/models/static-code``) holding:
 * ``model.json``: the model card (name, dimension, corpus and its hash, seed, figures) and the
   SHA-256 of the three files above, checked on load so a damaged model is refused, not used.
 
-A text's vector is the weighted mean of its tokens' rows, L2-normalised.  A text with no
+A text's vector is the weighted mean of its tokens' rows, L2-normalised; a chunk's (what ingest
+stores, :meth:`StaticEmbedder.embed_chunks`) also counts the names it defines, ``symbol_weight``
+times (``model.json``, measured in training).  A text with no
 weighted token (empty, white space, punctuation only) gets the ``[EMPTY]`` row, normalised: the
 projection of what the teacher model made of the empty string, so every output is a unit vector.
 """
@@ -98,6 +100,7 @@ class StaticEmbedder:
         self.tokenizer.no_padding()
         self.dim = int(self.table.shape[1])
         self.name = str(self.card.get("name", self.model_dir.name))
+        self.symbol_weight = float(self.card.get("symbol_weight", 1.0))
         empty_id = self.tokenizer.token_to_id(EMPTY_TOKEN)
         self.empty_vector = _normalise(self.table[empty_id].astype(np.float32)[None, :])[0]
 
@@ -116,10 +119,40 @@ class StaticEmbedder:
         ids, counts = self.token_ids(texts)
         return pool(self.table, self.weights, ids, counts, self.empty_vector)
 
+    def embed_chunks(self, contents: Sequence[str], symbols: Sequence[Sequence[str] | None]) -> np.ndarray:
+        """Chunk vectors: each chunk's text, plus the names it defines weighted ``symbol_weight`` times.
+
+        Names are what a question about code most often asks for, and a chunk's text holds each
+        only once among hundreds of tokens; the weight is measured when the model is trained.
+        """
+        if not len(contents):
+            return np.empty((0, self.dim), dtype=np.float32)
+        content_ids, content_counts = self.token_ids(contents)
+        symbol_ids, symbol_counts = self.token_ids([" ".join(names or ()) for names in symbols])
+        ids, counts, multipliers = merge_token_streams(content_ids, content_counts, symbol_ids, symbol_counts,
+                                                       self.symbol_weight)
+        return pool(self.table, self.weights, ids, counts, self.empty_vector, multipliers)
+
+
+def merge_token_streams(first_ids: np.ndarray, first_counts: np.ndarray, second_ids: np.ndarray,
+                        second_counts: np.ndarray, second_multiplier: float
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two token streams over the same texts as one (text i's tokens contiguous): ids, counts and
+    each occurrence's multiplier (1 in the first stream, ``second_multiplier`` in the second)."""
+    owners = np.concatenate([np.repeat(np.arange(len(first_counts)), first_counts),
+                             np.repeat(np.arange(len(second_counts)), second_counts)])
+    order = np.argsort(owners, kind="stable")
+    ids = np.concatenate([first_ids, second_ids])[order]
+    multipliers = np.concatenate([np.ones(len(first_ids), dtype=np.float32),
+                                  np.full(len(second_ids), second_multiplier, dtype=np.float32)])[order]
+    return ids, first_counts + second_counts, multipliers
+
 
 def pool(table: np.ndarray, weights: np.ndarray, ids: np.ndarray, counts: np.ndarray,
-         empty_vector: np.ndarray) -> np.ndarray:
+         empty_vector: np.ndarray, multipliers: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean of ``table[ids]`` per text (``counts`` tokens each), normalised.
+
+    A token occurrence weighs ``weights[id]``, times ``multipliers`` (one per occurrence) if given.
 
     Token rows are summed per text with ``np.add.reduceat`` (a text's tokens are contiguous), in
     blocks of at most ``POOL_BLOCK_TOKENS`` occurrences, so a huge text costs memory for one
@@ -133,6 +166,8 @@ def pool(table: np.ndarray, weights: np.ndarray, ids: np.ndarray, counts: np.nda
         block_ids = ids[start:start + POOL_BLOCK_TOKENS]
         block_owner = owner[start:start + POOL_BLOCK_TOKENS]
         token_weights = weights[block_ids]
+        if multipliers is not None:
+            token_weights = token_weights * multipliers[start:start + POOL_BLOCK_TOKENS]
         starts = np.concatenate(([0], np.flatnonzero(np.diff(block_owner)) + 1))
         segment_owner = block_owner[starts]  # distinct within a block, so += adds each segment once
         weighted = table[block_ids].astype(np.float32) * token_weights[:, None]
