@@ -773,6 +773,8 @@ def build_parser() -> argparse.ArgumentParser:
     bm25 = commands.add_parser("bm25", help="build the BM25 index of channel_bm25 / channel_hybrid "
                                "(runs sql/build_bm25_index.sql)")
     with_catalog(bm25)
+    bm25.add_argument("--symbol-repeats", type=int, metavar="N",
+                      help="times a chunk's defined names are added to its document (default 8, measured)")
 
     xtr = commands.add_parser("xtr", help="build the XTR oracle lens over a dev split of chunks (runs "
                               "sql/build_xtr.sql) and print sql/report_xtr.sql; needs a loaded query set")
@@ -858,9 +860,10 @@ def refresh_views(catalog: str | os.PathLike[str], settings: Mapping[str, Any] |
     connect(catalog, settings=settings).close()
 
 
-def build_bm25_index(connection: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyRelation | None:
+def build_bm25_index(connection: duckdb.DuckDBPyConnection,
+                     symbol_repeats: int | None = None) -> duckdb.DuckDBPyRelation | None:
     """Run ``sql/build_bm25_index.sql``; return its summary row."""
-    return run_script(connection, SQL_DIR / "build_bm25_index.sql")
+    return run_script(connection, SQL_DIR / "build_bm25_index.sql", {"symbol_repeats": symbol_repeats})
 
 
 def build_xtr_lens(connection: duckdb.DuckDBPyConnection, catalog: Path, **parameters: Any) -> None:
@@ -961,7 +964,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "bm25":
             connection = connect(args.catalog, settings=settings)
             try:
-                print_relation(build_bm25_index(connection))
+                print_relation(build_bm25_index(connection, args.symbol_repeats))
             finally:
                 connection.close()
         elif args.command == "xtr":

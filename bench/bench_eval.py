@@ -55,10 +55,10 @@ CHANNELS = ("faiss", "bm25", "hybrid")
 EMBEDDERS = ("static-code", "minilm")
 
 
-def stripped_copy(stdlib: Path, destination: Path) -> Path:
-    """The demo packages copied to ``destination`` with their docstrings blanked out."""
+def stripped_copy(stdlib: Path, destination: Path, packages: tuple[str, ...] = bootstrap.DEMO_PACKAGES) -> Path:
+    """``packages`` (by default the demo's) copied to ``destination`` with their docstrings blanked out."""
     shutil.rmtree(destination, ignore_errors=True)
-    for package in bootstrap.DEMO_PACKAGES:
+    for package in packages:
         shutil.copytree(stdlib / package, destination / package,
                         ignore=shutil.ignore_patterns("__pycache__", *bootstrap.IGNORED_DIRECTORIES))
     for path in destination.rglob("*.py"):
@@ -199,10 +199,10 @@ def fusion_table(fusions: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_section(text: str) -> None:
-    """Replace this benchmark's section of BENCHMARKS.md (or append it), keeping the others."""
+def write_section(text: str, title: str = SECTION_TITLE) -> None:
+    """Replace the section ``title`` of BENCHMARKS.md (or append it), keeping the others."""
     existing = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION_TITLE) + r"\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(re.escape(title) + r"\n.*?(?=^## |\Z)", re.S | re.M)
     if pattern.search(existing):
         updated = pattern.sub(lambda _: text, existing)
     else:

@@ -102,7 +102,7 @@ def eval_catalog_template(synthetic_catalog_template: Path, synthetic_table: pa.
     Query ``q<i>`` has text ``fn_<i> value`` and an embedding near chunk i's; chunk i is
     judged grade 2 and chunk i + 1 grade 1.  Built once per session; copy it before writing.
     """
-    from tests.eval_support import load_query_set, perturbed
+    from tests.eval_support import perturbed
     from udfs import faiss_index
 
     root = tmp_path_factory.mktemp("eval")
@@ -115,13 +115,20 @@ def eval_catalog_template(synthetic_catalog_template: Path, synthetic_table: pa.
                for i in range(EVAL_QUERY_COUNT)]
     qrels = [{"query_id": f"q{i}", "chunk_id": ids[i + offset], "grade": 2 - offset}
              for i in range(EVAL_QUERY_COUNT) for offset in (0, 1)]
+    index_and_load_queries(catalog, root / "query_set", queries, qrels)
+    return catalog
+
+
+def index_and_load_queries(catalog: Path, folder: Path, queries: list[dict], qrels: list[dict]) -> None:
+    """Build the BM25 index of ``catalog`` and load a judged query set (files written under ``folder``)."""
+    from tests.eval_support import load_query_set
+
     connection = bootstrap.connect(catalog)
     try:
         bootstrap.build_bm25_index(connection)
-        load_query_set(connection, root / "query_set", queries, qrels)
+        load_query_set(connection, folder, queries, qrels)
     finally:
         connection.close()
-    return catalog
 
 
 @pytest.fixture

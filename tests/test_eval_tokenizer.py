@@ -110,4 +110,26 @@ def test_bm25_scores_equal_fts_match_bm25(connection, tmp_path: Path) -> None:
         "SELECT b.score, fts_main_bm25_documents.match_bm25(b.chunk_id, code_terms(q.text)) "
         "FROM channel_bm25(k := 100) AS b JOIN queries AS q USING (query_id)").fetchall()
     assert len(pairs) > len(texts)
-    assert [ours for ours, _ in pairs] == pytest.approx([theirs for _, theirs in pairs], rel=1e-12)
+    assert [ours for ours, _ in pairs] == pytest.approx([theirs for _, theirs in pairs], rel=1e-12, abs=1e-9)
+
+
+@pytest.mark.parametrize("repeats", [0, 3])
+def test_bm25_documents_repeat_each_chunks_names(connection, repeats: int) -> None:
+    bootstrap.build_bm25_index(connection, repeats)
+    try:
+        rows = connection.execute(
+            "SELECT c.uri, c.content, c.symbols, d.terms FROM chunks AS c JOIN bm25_documents AS d ON d.chunk_id = c.id"
+        ).fetchall()
+        assert rows
+        for uri, content, symbols, terms in rows:
+            # Oracle: the terms of the path and text, then of the names, once per repeat.
+            names = " ".join(code_terms(symbol) for symbol in symbols)
+            expected = " ".join(filter(None, [code_terms(uri + "\n" + content), *[names] * repeats]))
+            assert terms == expected
+    finally:
+        bootstrap.build_bm25_index(connection)
+
+
+def test_bm25_symbol_repeats_out_of_range_is_refused(connection) -> None:
+    with pytest.raises(bootstrap.CatalogError, match=r"symbol_repeats must be between 0 and 1000, got -1"):
+        bootstrap.build_bm25_index(connection, -1)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import bootstrap
-from tests.conftest import SYNTHETIC_SEED, copy_catalog
+from tests.conftest import SYNTHETIC_SEED, copy_catalog, index_and_load_queries
 from tests.eval_support import load_query_set, perturbed, write_pool
 from udfs import faiss_index
 
@@ -64,12 +64,7 @@ def fusion_template(synthetic_catalog_template: Path, synthetic_table,
     catalog = copy_catalog(synthetic_catalog_template, root / "catalog")
     faiss_index.build_index(catalog, "flat")
     queries, qrels, relevant = query_set(synthetic_table)
-    connection = bootstrap.connect(catalog)
-    try:
-        bootstrap.build_bm25_index(connection)
-        load_query_set(connection, root / "query_set", queries, qrels)
-    finally:
-        connection.close()
+    index_and_load_queries(catalog, root / "query_set", queries, qrels)
     return catalog, relevant
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -66,13 +67,17 @@ def test_text_without_words_has_no_tokens(model: static_embedder.StaticEmbedder,
 # --------------------------------------------------------------------------- pooling
 
 
+def random_model(seed: int, vocabulary: int, dim: int, counts: list[int]) -> tuple[np.ndarray, ...]:
+    """A float16 table, pooling weights, token ids for texts of ``counts`` tokens, and an empty vector."""
+    rng = np.random.default_rng(seed)
+    table = rng.normal(size=(vocabulary, dim)).astype(np.float16)
+    weights = rng.uniform(0.1, 3.0, size=vocabulary).astype(np.float32)
+    ids = rng.integers(0, vocabulary, size=sum(counts))
+    return table, weights, ids, np.array(counts), np.eye(dim, dtype=np.float32)[dim // 2]
+
+
 def test_pool_equals_a_per_text_weighted_mean() -> None:
-    rng = np.random.default_rng(3)
-    table = rng.normal(size=(50, 8)).astype(np.float16)
-    weights = rng.uniform(0.1, 3.0, size=50).astype(np.float32)
-    counts = np.array([3, 0, 1, 7])
-    ids = rng.integers(0, 50, size=counts.sum())
-    empty = np.eye(8, dtype=np.float32)[2]
+    table, weights, ids, counts, empty = random_model(3, 50, 8, [3, 0, 1, 7])
     got = static_embedder.pool(table, weights, ids, counts, empty)
     start = 0
     for row, count in enumerate(counts):
@@ -86,14 +91,9 @@ def test_pool_equals_a_per_text_weighted_mean() -> None:
 
 
 def test_pool_in_blocks_equals_pool_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    rng = np.random.default_rng(4)
-    table = rng.normal(size=(40, 6)).astype(np.float16)
-    weights = rng.uniform(0.1, 2.0, size=40).astype(np.float32)
-    counts = np.array([5, 17, 2, 9])
-    ids = rng.integers(0, 40, size=counts.sum())
-    empty = np.eye(6, dtype=np.float32)[0]
+    table, weights, ids, counts, empty = random_model(4, 40, 6, [5, 17, 2, 9])
     whole = static_embedder.pool(table, weights, ids, counts, empty)
-    monkeypatch.setattr(static_embedder, "POOL_BLOCK_TOKENS", 4)
+    monkeypatch.setattr(static_embedder, "POOL_BLOCK_TEXTS", 3)
     np.testing.assert_allclose(static_embedder.pool(table, weights, ids, counts, empty), whole, atol=1e-6)
 
 
@@ -441,3 +441,24 @@ def test_train_embedder_command_refuses_an_existing_model(tmp_path: Path, caplog
     with caplog.at_level(logging.ERROR, logger="codeintel"):
         assert bootstrap.main(["train-embedder", "--out", str(out)]) == 2
     assert any("exists and is not empty" in record.getMessage() for record in caplog.records)
+
+
+def test_a_model_adapted_to_a_repository_is_recorded_in_its_store(tmp_path: Path) -> None:
+    from tests.test_ingest import make_repo
+
+    repo = make_repo(tmp_path / "repo", {
+        "inventory/stock.py": "def reorder_level(item):\n    \"\"\"Units below which an item is reordered.\"\"\"\n"
+                              "    return item.safety_stock + item.lead_time * item.daily_demand\n",
+        "inventory/tests/test_stock.py": "def test_reorder():\n    \"\"\"Never mined: tests are skipped.\"\"\"\n",
+        ".venv/lib/site.py": "def hidden():\n    \"\"\"Never mined: virtual environments are skipped.\"\"\"\n",
+    })
+    source = corpus.repository_source(repo)
+    assert [path.relative_to(repo).as_posix() for path in source.files] == ["inventory/stock.py"]
+    model_dir = tmp_path / "catalog" / "models" / "inventory"
+    card = static_training.train(model_dir, config=dataclasses.replace(TINY, name="inventory"),
+                                 sources=[*tiny_sources(), source])
+    assert card["corpus"][-1] == {"name": "repo:repo", "version": "working tree", "files": 1}
+    # A relative embed_model is read from the catalog directory: the catalog carries its model.
+    result = bootstrap.ingest(repo, tmp_path / "catalog", settings={"embed_model": "models/inventory"})
+    assert result.manifest["embedder"] == f"static:inventory@{card['model_sha256'][:12]}"
+    assert result.manifest["embedder_sha256"] == card["model_sha256"] and result.manifest["dimension"] == 16

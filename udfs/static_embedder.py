@@ -41,9 +41,8 @@ MODEL_CARD = "model.json"
 MODEL_FILES = ("tokenizer.json", "table.npy", "weights.npy")
 EMPTY_TOKEN = "[EMPTY]"
 UNKNOWN_TOKEN = "[UNK]"
-#: Token occurrences pooled per numpy pass: bounds memory for a very long text (1 MB of code
-#: is ~300k tokens) without a Python loop per text.
-POOL_BLOCK_TOKENS = 1 << 18
+#: Texts pooled per BLAS product: the weight matrix is at most this many rows x the vocabulary.
+POOL_BLOCK_TEXTS = 256
 
 
 def model_hash(model_dir: Path) -> str:
@@ -153,27 +152,29 @@ def pool(table: np.ndarray, weights: np.ndarray, ids: np.ndarray, counts: np.nda
     """Weighted mean of ``table[ids]`` per text (``counts`` tokens each), normalised.
 
     A token occurrence weighs ``weights[id]``, times ``multipliers`` (one per occurrence) if given.
-
-    Token rows are summed per text with ``np.add.reduceat`` (a text's tokens are contiguous), in
-    blocks of at most ``POOL_BLOCK_TOKENS`` occurrences, so a huge text costs memory for one
-    block, not for all its token rows.
+    Texts go ``POOL_BLOCK_TEXTS`` at a time through one BLAS product: a [texts x distinct tokens]
+    weight matrix times those tokens' rows, so each row is read once per block however often it
+    occurs, and memory is bounded by the block, not by a text's length.
     """
     texts = len(counts)
+    starts = np.concatenate(([0], np.cumsum(counts)))
     owner = np.repeat(np.arange(texts), counts)
-    sums = np.zeros((texts, table.shape[1]), dtype=np.float32)
+    token_weights = weights[ids] if multipliers is None else weights[ids] * multipliers
+    vectors = np.zeros((texts, table.shape[1]), dtype=np.float32)
     mass = np.zeros(texts, dtype=np.float32)
-    for start in range(0, len(ids), POOL_BLOCK_TOKENS):
-        block_ids = ids[start:start + POOL_BLOCK_TOKENS]
-        block_owner = owner[start:start + POOL_BLOCK_TOKENS]
-        token_weights = weights[block_ids]
-        if multipliers is not None:
-            token_weights = token_weights * multipliers[start:start + POOL_BLOCK_TOKENS]
-        starts = np.concatenate(([0], np.flatnonzero(np.diff(block_owner)) + 1))
-        segment_owner = block_owner[starts]  # distinct within a block, so += adds each segment once
-        weighted = table[block_ids].astype(np.float32) * token_weights[:, None]
-        sums[segment_owner] += np.add.reduceat(weighted, starts, axis=0)
-        mass[segment_owner] += np.add.reduceat(token_weights, starts)
-    vectors = sums / np.maximum(mass, 1e-12)[:, None]
+    for first in range(0, texts, POOL_BLOCK_TEXTS):
+        last = min(first + POOL_BLOCK_TEXTS, texts)
+        block = slice(starts[first], starts[last])
+        if block.start == block.stop:
+            continue
+        distinct, local = np.unique(ids[block], return_inverse=True)
+        rows = owner[block] - first
+        matrix = np.bincount(rows * len(distinct) + local, weights=token_weights[block],
+                             minlength=(last - first) * len(distinct)).reshape(last - first, len(distinct))
+        matrix = matrix.astype(np.float32)
+        vectors[first:last] = matrix @ table[distinct].astype(np.float32)
+        mass[first:last] = matrix.sum(axis=1)
+    vectors /= np.maximum(mass, 1e-12)[:, None]
     # No weighted token at all, or tokens whose rows cancel: the model's empty-text vector.
     norms = np.linalg.norm(vectors, axis=1)
     empty = (mass <= 0) | (norms < 1e-6)

@@ -100,10 +100,12 @@ scored AS (
     SELECT
         m.query_id AS query_id,
         d.name::BIGINT AS chunk_id,
-        sum(
+        -- Rounded to 1e-9: DuckDB sums a query's terms in whatever order its threads meet them,
+        -- and equal documents must tie exactly, so that the chunk id breaks the tie every time.
+        round(sum(
             log(((s.num_docs - m.df + 0.5) / (m.df + 0.5)) + 1)
             * ((p.tf * (c.k1 + 1)) / (p.tf + c.k1 * (1 - c.b + c.b * (d.len / s.avgdl))))
-        )::DOUBLE AS score
+        ), 9)::DOUBLE AS score
     FROM matched_terms AS m
     JOIN postings AS p ON p.termid = m.termid
     JOIN query_table('fts_main_' || documents || '.docs') AS d ON d.docid = p.docid
