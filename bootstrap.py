@@ -774,7 +774,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "(runs sql/build_bm25_index.sql)")
     with_catalog(bm25)
     bm25.add_argument("--symbol-repeats", type=int, metavar="N",
-                      help="times a chunk's defined names are added to its document (default 8, measured)")
+                      help="times a chunk's defined names are added to its document (default 6, measured)")
 
     xtr = commands.add_parser("xtr", help="build the XTR oracle lens over a dev split of chunks (runs "
                               "sql/build_xtr.sql) and print sql/report_xtr.sql; needs a loaded query set")

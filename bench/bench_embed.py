@@ -19,16 +19,20 @@ import random
 import statistics
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import onnxruntime
 import tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from udfs.embedding import (  # noqa: E402  (needs the path above)
+from udfs import embedding  # noqa: E402  (needs the path above)
+from udfs.context import CatalogContext  # noqa: E402
+from udfs.embedding import (  # noqa: E402
     DEFAULT_MAX_TOKENS,
     PACKAGED_STATIC_MODEL,
     PACKAGED_TOKENIZER,
@@ -76,6 +80,30 @@ def padding_share(token_counts: np.ndarray, batch_size: int, sort_by_length: boo
     return 1 - counts.sum() / slots
 
 
+def statement_latency(runs: int, statements: int = 100) -> None:
+    """Per-statement cost of ``SELECT embed('...')`` through DuckDB (one query, as a person types it)."""
+    print("| embedder | `SELECT embed('parse a requirements file')`, ms (median of "
+          f"{statements} x {runs}) | `SELECT 1`, ms |")
+    print("|---|---:|---:|")
+    for name in ("static-code", "minilm"):
+        with tempfile.TemporaryDirectory() as scratch:
+            connection = duckdb.connect()
+            context = CatalogContext(catalog_dir=Path(scratch), settings={"embed_model": name})
+            for spec in embedding.REGISTRY:
+                spec.register(connection, context)
+            connection.execute("SELECT embed('warm up')").fetchall()
+            timings: dict[str, list[float]] = {"embed": [], "one": []}
+            for _ in range(runs):
+                for label, sql in (("embed", "SELECT embed('parse a requirements file')"), ("one", "SELECT 1")):
+                    for _ in range(statements):
+                        started = time.perf_counter()
+                        connection.execute(sql).fetchall()
+                        timings[label].append(1000 * (time.perf_counter() - started))
+            connection.close()
+        print(f"| {name} | {statistics.median(timings['embed']):.2f} | {statistics.median(timings['one']):.2f} |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=512, help="texts per run (default 512)")
@@ -114,6 +142,7 @@ def main() -> None:
         print(f"| {name} | {statistics.median(values):,.1f} | {min(values):,.1f} | {max(values):,.1f} | "
               f"{statistics.median(values) / statistics.median(rates['minilm']):,.0f}x |")
     print()
+    statement_latency(args.runs)
     if args.skip_batching:
         return
 

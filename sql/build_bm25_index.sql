@@ -1,7 +1,7 @@
 /* Build the BM25 index that channel_bm25 and channel_hybrid search: a persisted table
    bm25_documents(chunk_id, terms) over the current chunks, its fts index (schema
    fts_main_bm25_documents), and bm25_index_info, the store it was built from.  Rerun it after
-   each ingest.  Parameter symbol_repeats (default 8): how many times a chunk's defined names
+   each ingest.  Parameter symbol_repeats (default 6): how many times a chunk's defined names
    (its symbols) are added to its document, measured by bench/bench_bm25_names.py on packages
    the evaluation does not use:
      python bootstrap.py bm25 --catalog DIR
@@ -15,12 +15,12 @@
    A chunk's names are what questions about code most often ask for, yet its text holds each
    once among hundreds of terms: repeating them raises their term frequency (BM25 saturates it). */
 
-SET VARIABLE bm25_symbol_repeats = coalesce(getvariable('symbol_repeats'), 8);
+SET VARIABLE bm25_symbol_repeats = coalesce(getvariable('symbol_repeats'), 6);
 RESET VARIABLE symbol_repeats;
 
 SELECT CASE WHEN NOT (getvariable('bm25_symbol_repeats') BETWEEN 0 AND 1000)
     THEN error('build_bm25_index.sql: symbol_repeats must be between 0 and 1000, got '
-               || getvariable('bm25_symbol_repeats')::VARCHAR || '; 8 is the measured default')
+               || getvariable('bm25_symbol_repeats')::VARCHAR || '; 6 is the measured default')
 END AS checked;
 
 CREATE OR REPLACE TABLE bm25_documents AS
