@@ -127,7 +127,7 @@ class StaticEmbedder:
         if not len(contents):
             return np.empty((0, self.dim), dtype=np.float32)
         content_ids, content_counts = self.token_ids(contents)
-        symbol_ids, symbol_counts = self.token_ids([" ".join(names or ()) for names in symbols])
+        symbol_ids, symbol_counts = self.token_ids(["" if names is None else " ".join(names) for names in symbols])
         ids, counts, multipliers = merge_token_streams(content_ids, content_counts, symbol_ids, symbol_counts,
                                                        self.symbol_weight)
         return pool(self.table, self.weights, ids, counts, self.empty_vector, multipliers)
