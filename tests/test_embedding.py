@@ -228,3 +228,31 @@ def test_progress_is_logged(monkeypatch, caplog, embedder: embedding.SentenceEmb
     with caplog.at_level(logging.INFO, logger="codeintel.embed"):
         embedder.embed(["a", "b"])
     assert any("texts so far" in record.getMessage() for record in caplog.records)
+
+
+def test_query_text_longer_than_the_cap_is_refused_naming_the_setting(tmp_path) -> None:
+    con = register(CatalogContext(catalog_dir=tmp_path, settings={"embed_max_query_chars": 50}))
+    assert len(con.sql("SELECT embed(repeat('é', 50))").fetchone()[0]) > 0  # characters, not bytes
+    with pytest.raises(duckdb.Error) as raised:
+        con.sql("SELECT embed(t) FROM (VALUES ('short'), (repeat('a', 51))) v(t)").fetchall()
+    message = str(raised.value)
+    assert "embed: text in row 2 of this batch has 51 characters, more than setting embed_max_query_chars (50)" \
+        in message
+    assert "--set embed_max_query_chars=N" in message
+    # Ingest's vectors are not queries: embed_chunk takes a chunk of any length.
+    assert con.sql("SELECT embed_chunk(repeat('a', 51), ['f']) IS NOT NULL").fetchone() == (True,)
+
+
+def test_default_query_cap_refuses_a_huge_text_quickly(tmp_path) -> None:
+    assert embedding.DEFAULT_SETTINGS["embed_max_query_chars"] == 100_000
+    con = register(CatalogContext(catalog_dir=tmp_path, settings={}))
+    con.sql("SELECT embed(repeat('word ', 20000))").fetchall()  # exactly the cap
+    with pytest.raises(duckdb.Error, match=r"has 10000000 characters, more than setting embed_max_query_chars"):
+        con.sql("SELECT embed(repeat('word ', 2000000))").fetchall()
+
+
+@pytest.mark.parametrize("value", [0, -5, True, "100", 1.5])
+def test_invalid_query_cap_setting_is_refused(tmp_path, value: object) -> None:
+    con = register(CatalogContext(catalog_dir=tmp_path, settings={"embed_max_query_chars": value}))
+    with pytest.raises(duckdb.Error, match=r"embed: setting embed_max_query_chars must be a positive integer"):
+        con.sql("SELECT embed('x')").fetchall()

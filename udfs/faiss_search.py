@@ -4,8 +4,12 @@
   approximate (or, for Flat, exact) top-k; one ``index.search`` per DuckDB chunk of query
   rows.  ``score`` is a similarity, higher is better: the inner product for 'ip' and 'cos'
   indexes, the negated squared L2 distance for 'l2'.  ``rank`` starts at 1.  A NULL query or
-  k gives NULL; k above the index size returns every vector there is.  FLOAT[384] arrays
-  (``embed()``) are accepted: DuckDB casts ARRAY to LIST.
+  k gives NULL.  Every row gets min(k, ntotal) hits: k above the index size returns every
+  vector there is, and where an ANN index finds fewer (an HNSW graph reaching too few nodes,
+  too few probed IVF lists) that row is ranked by exact search over the stored vectors
+  instead, with exact scores (counted in ``faiss_topk_exact_fallback_queries_total``).  An
+  empty query, or a zero query on an 'ip' or 'cos' index (every score 0: no ranking at all),
+  is an error.  FLOAT[384] arrays (``embed()``) are accepted: DuckDB casts ARRAY to LIST.
 * ``exact_rerank(q, candidate_ids BIGINT[], k, metric)``: exact scores of the candidates from
   the stored vectors (metric 'ip', 'cos' or 'l2'), top k of them; unknown or repeated ids
   are dropped (unknown ones counted in ``faiss_rerank_unknown_ids_total``).
@@ -28,8 +32,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from udfs.context import CatalogContext
-from udfs.faiss_index import DEFAULT_SETTINGS, build_index, build_settings, load_current
-from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS
+from udfs.faiss_index import DEFAULT_SETTINGS, LoadedIndex, build_index, build_settings, load_current
+from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS, TOPK_EXACT_FALLBACK
 from udfs.registry import UdfError, UdfSpec
 
 # DEFAULT_SETTINGS is re-exported: bootstrap collects it from every UDF family module.
@@ -42,6 +46,9 @@ _COS, _L2 = RERANK_METRICS.index("cos"), RERANK_METRICS.index("l2")
 # Candidates scored per gather from vectors.npy: bounds the temporary copy (64k x d floats)
 # however large k * k_factor and the chunk are.
 _SCORE_BLOCK = 65_536
+# Scores held at once by the exact fallback of faiss_topk (queries x stored vectors): 64 MiB
+# of float32, so a batch of short rows over a large store is scored a few queries at a time.
+_FALLBACK_SCORES = 1 << 24
 
 
 def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -52,6 +59,12 @@ def _query_matrix(queries: pa.ListArray, dimension: int, function: str) -> tuple
     """A numpy view over the non-NULL query lists, shape (present rows, d), and the mask of those rows."""
     present = queries.is_valid().to_numpy(zero_copy_only=False)
     lengths = pc.list_value_length(queries).fill_null(dimension).to_numpy()
+    if (lengths == 0).any():
+        row = np.flatnonzero(lengths == 0)[0]
+        raise UdfError(
+            f"{function}: q in row {row + 1} of this batch is empty; pass a query vector of {dimension} floats "
+            "such as embed('text')"
+        )
     wrong = np.flatnonzero(lengths != dimension)
     if wrong.size:
         raise UdfError(f"{function}: q has dimension {lengths[wrong[0]]}, the index expects {dimension}")
@@ -65,6 +78,60 @@ def _query_matrix(queries: pa.ListArray, dimension: int, function: str) -> tuple
             "pass finite floats"
         )
     return matrix, present
+
+
+def _refuse_zero_queries(matrix: np.ndarray, present: np.ndarray, directionless: np.ndarray, function: str) -> None:
+    """A zero query scores every vector 0 under 'ip' and 'cos', so any ranking would be arbitrary.
+
+    ``directionless`` marks the present rows whose metric is 'ip' or 'cos'; under 'l2' a zero
+    query is a real question (the vectors nearest the origin) and passes.
+    """
+    zero = directionless & ~matrix.any(axis=1)
+    if zero.any():
+        row = np.flatnonzero(present)[np.flatnonzero(zero)[0]]
+        raise UdfError(
+            f"{function}: q in row {row + 1} of this batch is the zero vector, which scores every chunk 0 "
+            "under the 'ip' and 'cos' metrics; pass a nonzero query vector (embed() of a text with words in it)"
+        )
+
+
+def _exact_topk(loaded: LoadedIndex, queries: np.ndarray, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top ``ks[i]`` (at most ntotal) stored vectors for each query row, by the index's metric.
+
+    Returns flat (chunk ids, scores), row after row, best first, equal scores by ascending id:
+    the ranking a Flat index gives.  Scores match ``loaded.search``'s: inner product, cosine,
+    or negated squared L2 distance.
+    """
+    ntotal = loaded.ntotal
+    if loaded.metric == "cos":
+        queries = _unit_rows(queries)
+    group = max(1, _FALLBACK_SCORES // max(ntotal, 1))
+    found_ids, found_scores = [], []
+    for start in range(0, len(queries), group):
+        batch = queries[start : start + group]
+        scores = np.empty((len(batch), ntotal), dtype=np.float32)
+        for first in range(0, ntotal, _SCORE_BLOCK):
+            block = np.asarray(loaded.vectors[first : first + _SCORE_BLOCK], dtype=np.float32)
+            part = batch @ block.T
+            if loaded.metric == "cos":
+                norms = np.linalg.norm(block, axis=1)
+                part /= np.where(norms > 0, norms, 1)
+            elif loaded.metric == "l2":
+                part = 2 * part - np.einsum("ij,ij->i", block, block) - np.einsum("ij,ij->i", batch, batch)[:, None]
+            scores[:, first : first + len(block)] = part
+        batch_k = ks[start : start + group]
+        widest = int(batch_k.max())
+        if widest < ntotal:
+            top = np.argpartition(-scores, widest - 1, axis=1)[:, :widest]
+        else:
+            top = np.broadcast_to(np.arange(ntotal), scores.shape)
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        top_ids = loaded.ids[top]
+        order = np.lexsort((top_ids, -top_scores), axis=1)
+        keep = np.arange(widest) < batch_k[:, None]
+        found_ids.append(np.take_along_axis(top_ids, order, axis=1)[keep])
+        found_scores.append(np.take_along_axis(top_scores, order, axis=1)[keep])
+    return np.concatenate(found_ids), np.concatenate(found_scores)
 
 
 def _k_values(ks: pa.Array, function: str) -> tuple[np.ndarray, np.ndarray]:
@@ -98,6 +165,8 @@ def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) 
     if not k_present.all():
         matrix = matrix[k_present[q_present]]
     row_k = k_values[present]
+    if loaded.metric != "l2":
+        _refuse_zero_queries(matrix, present, np.ones(len(matrix), dtype=bool), "faiss_topk")
     if not present.any():
         return pa.nulls(len(present), _HITS_ARROW_TYPE)
     # One search at the largest k of the chunk, trimmed per row below.
@@ -108,8 +177,25 @@ def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) 
         )
     scores, labels = loaded.search(matrix, k_search)
     keep = (labels != -1) & (np.arange(k_search) < row_k[:, None])
-    ranks = np.cumsum(keep, axis=1, dtype=np.int32)[keep]
-    return _hits_array(present, keep.sum(axis=1), ranks, labels[keep], scores[keep])
+    counts = keep.sum(axis=1)
+    # An ANN index may find fewer than k even though the store holds them (HNSW: 192 of 320
+    # for k = 320); a short answer would look complete, so those rows get an exact search.
+    wanted = np.minimum(row_k, loaded.ntotal)
+    short = np.flatnonzero(counts < wanted)
+    if not short.size:
+        ranks = np.cumsum(keep, axis=1, dtype=np.int32)[keep]
+        return _hits_array(present, counts, ranks, labels[keep], scores[keep])
+    TOPK_EXACT_FALLBACK.labels(family=loaded.family).inc(len(short))
+    keep[short] = False
+    exact_ids, exact_scores = _exact_topk(loaded, matrix[short], wanted[short])
+    counts[short] = wanted[short]
+    # Both parts are row after row, best first; a stable sort by row interleaves them.
+    rows = np.concatenate([np.nonzero(keep)[0], np.repeat(short, wanted[short])])
+    order = np.argsort(rows, kind="stable")
+    ids = np.concatenate([labels[keep], exact_ids])[order]
+    hit_scores = np.concatenate([scores[keep], exact_scores])[order]
+    ranks = (np.arange(len(rows)) - _run_starts(rows[order]) + 1).astype(np.int32)
+    return _hits_array(present, counts, ranks, ids, hit_scores)
 
 
 def _metric_codes(metrics: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -170,6 +256,7 @@ def exact_rerank(
 
     row_queries = np.zeros((len(present), loaded.dimension), dtype=np.float32)
     row_queries[q_present] = matrix
+    _refuse_zero_queries(matrix, q_present, (codes != _L2)[q_present] & metric_present[q_present], "exact_rerank")
     row_queries[codes == _COS] = _unit_rows(row_queries[codes == _COS])
 
     # One entry per candidate: owning row, chunk id, position in its list.  flatten() skips NULL

@@ -7,7 +7,9 @@
      first.  score is a similarity, higher is better (for an 'l2' index, the negated squared
      distance).  With k_factor > 1 the index fetches ceil(k * k_factor) candidates and
      exact_rerank keeps the exact top k of them, scored with the index's metric from the
-     stored vectors; worth it for ivf_pq, where PQ distances are approximate.
+     stored vectors; worth it for ivf_pq, where PQ distances are approximate.  k above the
+     store size returns every chunk, for every family; k and k * k_factor at most 2147483647.
+     An empty q, or a zero q on an 'ip' or 'cos' index, is an error.
          SELECT * FROM faiss_search(embed('parse a config file'), k := 10);
      For a batch of queries, LATERAL works: DuckDB decorrelates it, de-duplicates the query
      vectors and searches them a chunk (up to 2048) at a time (2 index.search calls for 1000):
@@ -32,17 +34,35 @@ SELECT
     hit.chunk_id AS chunk_id,
     hit.score AS score
 FROM (
+    -- Checked here, before any cast or product can overflow (DuckDB would name neither the
+    -- macro nor the argument); 2147483647 is the most an INTEGER k of faiss_topk holds.  k
+    -- itself may exceed the store: faiss_topk returns every vector then.  k * k_factor is
+    -- computed in DOUBLE, which cannot overflow.
     SELECT unnest(CASE
         WHEN k IS NULL OR k < 1
             THEN error('faiss_search: k must be at least 1, got ' || coalesce(k::VARCHAR, 'NULL'))
+        WHEN k > 2147483647
+            THEN error('faiss_search: k must be at most 2147483647, got ' || k::VARCHAR
+                       || '; ask for fewer hits (k above the store size already returns every chunk)')
         WHEN k_factor IS NULL OR k_factor < 1
             THEN error('faiss_search: k_factor must be at least 1, got '
                        || coalesce(k_factor::VARCHAR, 'NULL'))
+        WHEN k::DOUBLE * k_factor::DOUBLE > 2147483647
+            THEN error('faiss_search: k * k_factor must be at most 2147483647 candidates, got '
+                       || k::VARCHAR || ' * ' || k_factor::VARCHAR || '; lower k or k_factor')
+        WHEN q IS NOT NULL AND len(q) = 0
+            THEN error('faiss_search: q is empty; pass a query vector such as embed(''text'')')
+        -- Every score would be 0 under 'ip' and 'cos', so any ranking is arbitrary; under 'l2'
+        -- a zero q asks for the vectors nearest the origin, a real question.
+        WHEN list_dot_product(q, q) = 0 AND faiss_index_info().metric <> 'l2'
+            THEN error('faiss_search: q is the zero vector, which scores every chunk 0 under the '
+                       || faiss_index_info().metric || ' metric; pass a nonzero query vector')
         WHEN k_factor = 1
             THEN faiss_topk(q, CAST(k AS INTEGER))
         ELSE exact_rerank(
             q,
-            [candidate.chunk_id FOR candidate IN faiss_topk(q, CAST(ceil(k * k_factor) AS INTEGER))],
+            [candidate.chunk_id FOR candidate IN
+                faiss_topk(q, CAST(ceil(k::DOUBLE * k_factor::DOUBLE) AS INTEGER))],
             CAST(k AS INTEGER),
             faiss_index_info().metric)
     END) AS hit
