@@ -100,13 +100,14 @@ def connect(
         raise CatalogError(
             f"no catalog at {catalog}: create one with `python bootstrap.py ingest REPO --catalog {catalog}`"
         )
+    # Settings are checked before the directory is made: a rejected --set leaves nothing behind.
+    resolved = resolve_settings(catalog, settings)
     catalog.mkdir(parents=True, exist_ok=True)
     connection = duckdb.connect(str(database), read_only=read_only,
                                 config={"allow_unsigned_extensions": "true"})
     try:
         load_extensions(connection)
-        context = CatalogContext(catalog_dir=catalog, ingesting=ingesting,
-                                 settings=resolve_settings(catalog, settings))
+        context = CatalogContext(catalog_dir=catalog, ingesting=ingesting, settings=resolved)
         apply_settings(connection, context)
         register_udfs(connection, context)
         apply_macros(connection)
@@ -139,19 +140,29 @@ def bundled_extension_path(name: str) -> Path | None:
 
 def resolve_settings(catalog: Path, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """Family defaults, then ``settings.json`` in the catalog, then explicit overrides."""
+    known = settings_defaults()
     settings: dict[str, Any] = {}
     for module in family_modules():
         settings.update(getattr(module, "DEFAULT_SETTINGS", {}))
     settings_file = catalog / "settings.json"
     if settings_file.exists():
         try:
-            settings.update(json.loads(settings_file.read_text()))
+            stored = json.loads(settings_file.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise CatalogError(f"{settings_file} is not valid JSON ({error}); fix or delete it") from error
-    settings.update(overrides or {})
-    unknown = sorted(set(overrides or {}) - set(settings_defaults()))
+        if not isinstance(stored, dict):
+            raise CatalogError(f"{settings_file} must hold a JSON object of settings, such as "
+                               '{"embed_model": "static-code"}; fix or delete it')
+        # A misspelled key would otherwise be ignored and its default used without a word.
+        unknown = sorted(set(stored) - set(known))
+        if unknown:
+            raise CatalogError(f"{settings_file}: unknown setting(s) {', '.join(unknown)}; fix the key(s) or "
+                               f"remove them; known: {', '.join(sorted(known))}")
+        settings.update(stored)
+    unknown = sorted(set(overrides or {}) - set(known))
     if unknown:
-        raise CatalogError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(settings_defaults()))}")
+        raise CatalogError(f"unknown setting(s) {', '.join(unknown)} (--set); known: {', '.join(sorted(known))}")
+    settings.update(overrides or {})
     return settings
 
 
@@ -435,13 +446,27 @@ def split_statements(text: str) -> list[str]:
     return [piece.strip() for piece in pieces if duckdb.tokenize(piece)]
 
 
+#: Where DuckDB starts the Python stack of an exception raised inside a UDF.
+UDF_TRACEBACK_MARKER = re.compile(r"\n\s*At:\n")
+
+
 def describe_error(error: BaseException) -> str:
-    """DuckDB's message without the UDF wrapper noise, so users read the cause first."""
+    """DuckDB's message on one line, without the UDF wrapper noise and stack, so users read the cause first.
+
+    DuckDB appends the Python stack of a failing UDF ("At:" and a line per frame) to the
+    message; that stack is for debugging (``--debug`` logs it), not for users.
+    """
     text = str(error)
     for marker in ("UdfError: ", "Invalid Input Error: "):
         if marker in text:
             text = text.split(marker, 1)[1]
-    return text.strip()
+    return one_line(text)
+
+
+def one_line(text: str) -> str:
+    """``text`` without a UDF's Python stack, its lines joined: one log line per failure."""
+    text = UDF_TRACEBACK_MARKER.split(text, maxsplit=1)[0]
+    return " ".join(line.strip() for line in text.strip().splitlines() if line.strip())
 
 
 # --------------------------------------------------------------------------- chunk store
@@ -598,9 +623,11 @@ def ingest(repo: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
     if max_file_bytes < 1 or max_chunk_chars < 1:
         raise CatalogError("ingest: max_file_bytes and max_chunk_chars must be at least 1")
     root = root.resolve()
+    include = list(include)
+    check_include_globs(include)
     parameters = {
         "repo_root": str(root) + os.sep,
-        "include_globs": [str(root / pattern) for pattern in include],
+        "include_globs": [escape_glob(str(root)) + "/" + pattern for pattern in include],
         "ignored_directories": list(IGNORED_DIRECTORIES),
         "max_file_bytes": max_file_bytes,
         "max_chunk_chars": max_chunk_chars,
@@ -609,6 +636,26 @@ def ingest(repo: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
                        embedder_of=lambda connection: connection.execute(
                            "SELECT embed_model(), embed_model_sha256()").fetchone(),
                        dimension_of=lambda connection: connection.execute("SELECT len(embed(''))").fetchone()[0])
+
+
+def check_include_globs(include: Iterable[str]) -> None:
+    """Refuse include globs that could reach outside the repository: absolute ones, and any ``..`` part."""
+    for pattern in include:
+        parts = re.split(r"[/\\]", pattern)
+        if not pattern or Path(pattern).is_absolute() or ".." in parts:
+            raise CatalogError(
+                f"ingest: --include {pattern!r} is not a glob inside the repository; give a glob relative to "
+                "REPO without '..' parts, such as 'src/**/*.py' (default '**')"
+            )
+
+
+#: DuckDB glob metacharacters; each is matched literally inside a one-character class.
+GLOB_METACHARACTERS = re.compile(r"[*?\[]")
+
+
+def escape_glob(path: str) -> str:
+    """``path`` as a DuckDB glob that matches itself: ``*``, ``?`` and ``[`` become ``[*]``, ``[?]``, ``[[]``."""
+    return GLOB_METACHARACTERS.sub(lambda match: f"[{match.group(0)}]", path)
 
 
 def import_chunks(source: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
@@ -701,9 +748,17 @@ def positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.splitlines()[0])
+    # --debug is accepted before and after the command; SUPPRESS keeps a later default from
+    # overwriting an earlier --debug.
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on failure, log the traceback after the one-line error")
+    parser = argparse.ArgumentParser(prog="bootstrap.py", description=__doc__.splitlines()[0], parents=[debug])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_command(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[debug], **kwargs)
 
     def with_catalog(sub: argparse.ArgumentParser, default: str | None = None) -> None:
         sub.add_argument("--catalog", required=default is None, default=default,
@@ -711,10 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                          help="override a setting for this run (repeatable)")
 
-    demo = commands.add_parser("demo", help="ingest standard-library packages, index them, print a report")
+    demo = add_command("demo", help="ingest standard-library packages, index them, print a report")
     with_catalog(demo, default="demo_catalog")
 
-    ingest_cmd = commands.add_parser("ingest", help="chunk and embed a repository into the chunk store")
+    ingest_cmd = add_command("ingest", help="chunk and embed a repository into the chunk store")
     ingest_cmd.add_argument("repo")
     with_catalog(ingest_cmd)
     ingest_cmd.add_argument("--include", action="append", metavar="GLOB",
@@ -723,7 +778,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest_cmd.add_argument("--max-chunk-chars", type=positive_int, default=DEFAULT_MAX_CHUNK_CHARS,
                             help="chunk budget in non-whitespace characters")
 
-    train = commands.add_parser("train-embedder", help="train a static code embedder offline (tokenizer, token "
+    train = add_command("train-embedder", help="train a static code embedder offline (tokenizer, token "
                                 "table distilled from MiniLM, contrastive tuning on docstring/code pairs) into --out")
     train.add_argument("--out", required=True, help="new model directory; set embed_model to it to use the model")
     train.add_argument("--corpus", action="append", default=[], metavar="PATH",
@@ -737,18 +792,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="most contrastive epochs (training stops earlier when validation MRR@10 stalls)")
     train.add_argument("--name", default=None, help="model name in its card (default: the --out directory's name)")
 
-    import_cmd = commands.add_parser("import", help="publish your own Parquet chunks (any dimension) as the store")
+    import_cmd = add_command("import", help="publish your own Parquet chunks (any dimension) as the store")
     import_cmd.add_argument("parquet")
     with_catalog(import_cmd)
 
-    build = commands.add_parser("build", help="build and publish a FAISS index over the current store "
+    build = add_command("build", help="build and publish a FAISS index over the current store "
                                 "(runs sql/build_index.sql)")
     with_catalog(build)
     build.add_argument("--family", default="auto", choices=("auto", *faiss_index.FAMILIES))
     build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="build option, e.g. nlist=256, pq_m=48, metric=cos, publish=false (repeatable)")
 
-    autotune = commands.add_parser("autotune", help="measure the current index's search-parameter grid, save "
+    autotune = add_command("autotune", help="measure the current index's search-parameter grid, save "
                                    "the fastest point reaching --target-recall as its tuning profile "
                                    "(runs sql/autotune.sql)")
     with_catalog(autotune)
@@ -761,7 +816,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("publish", "make an index version CURRENT"),
                        ("rollback", "make the previous (or a named) index version CURRENT"),
                        ("gc", "delete old index versions, never CURRENT")):
-        lifecycle = commands.add_parser(name, help=text)
+        lifecycle = add_command(name, help=text)
         with_catalog(lifecycle)
         if name == "publish":
             lifecycle.add_argument("version")
@@ -770,13 +825,13 @@ def build_parser() -> argparse.ArgumentParser:
         elif name == "gc":
             lifecycle.add_argument("--keep", type=positive_int, default=3)
 
-    bm25 = commands.add_parser("bm25", help="build the BM25 index of channel_bm25 / channel_hybrid "
+    bm25 = add_command("bm25", help="build the BM25 index of channel_bm25 / channel_hybrid "
                                "(runs sql/build_bm25_index.sql)")
     with_catalog(bm25)
     bm25.add_argument("--symbol-repeats", type=int, metavar="N",
                       help="times a chunk's defined names are added to its document (default 6, measured)")
 
-    xtr = commands.add_parser("xtr", help="build the XTR oracle lens over a dev split of chunks (runs "
+    xtr = add_command("xtr", help="build the XTR oracle lens over a dev split of chunks (runs "
                               "sql/build_xtr.sql) and print sql/report_xtr.sql; needs a loaded query set")
     with_catalog(xtr)
     xtr.add_argument("--sample", type=int, help="chunks drawn at random into the dev split besides the pooled "
@@ -785,13 +840,13 @@ def build_parser() -> argparse.ArgumentParser:
     xtr.add_argument("--k", type=positive_int, help="depth of the oracle rankings (default 100)")
     xtr.add_argument("--seed", type=int, help="seed of the draws (default 0)")
 
-    sql_cmd = commands.add_parser("sql", help="run a SQL script and print its result")
+    sql_cmd = add_command("sql", help="run a SQL script and print its result")
     sql_cmd.add_argument("script")
     with_catalog(sql_cmd)
     sql_cmd.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                          help="script variable, read with getvariable('NAME') (repeatable)")
 
-    shell = commands.add_parser("shell", help="interactive SQL prompt on a prepared connection")
+    shell = add_command("shell", help="interactive SQL prompt on a prepared connection")
     with_catalog(shell)
     shell.add_argument("--read-only", action="store_true")
     return parser
@@ -835,10 +890,30 @@ def command_demo(args: argparse.Namespace, settings: dict[str, Any]) -> None:
 
 def build_index(catalog: str | os.PathLike[str], family: str = "auto", options: Mapping[str, Any] | None = None,
                 settings: Mapping[str, Any] | None = None) -> dict[str, str]:
-    """Build and publish an index through ``sql/build_index.sql``; re-apply the index views; return the manifest."""
+    """Build and publish an index through ``sql/build_index.sql``; re-apply the index views; return the manifest.
+
+    ``options`` are build options by name (:func:`udfs.faiss_index.build_option_names`); they
+    are checked before anything is built, and an unknown one is refused with the valid names.
+    """
+    options = dict(options or {})
+    valid = faiss_index.build_option_names()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise CatalogError(f"build: unknown --option {', '.join(unknown)}; valid options: {', '.join(valid)}")
+    publish = options.pop("publish", True)
+    if not isinstance(publish, bool):
+        raise CatalogError(f"build: --option publish must be true or false, got {publish!r}")
+    try:
+        faiss_index.BuildOptions.from_mapping(options)
+    except UdfError as error:
+        raise CatalogError(f"build --option: {error}") from error
+    # Options travel as the faiss_<name> settings, which faiss_build reads for every option it
+    # is not passed, so every BuildOptions field (build_threads too) reaches the build, not only
+    # those sql/build_index.sql names.  An option overrides the same --set or settings.json value.
+    settings = {**(settings or {}), **{f"faiss_{name}": value for name, value in options.items()}}
     connection = connect(catalog, settings=settings)
     try:
-        manifest = run_script(connection, SQL_DIR / "build_index.sql", {"family": family, **(options or {})})
+        manifest = run_script(connection, SQL_DIR / "build_index.sql", {"family": family, "publish": publish})
         apply_views(connection, Path(catalog).expanduser().resolve())
         return dict(manifest.fetchall()) if manifest is not None else {}
     finally:
@@ -930,68 +1005,100 @@ def command_train_embedder(args: argparse.Namespace) -> None:
              out.resolve())
 
 
+#: Commands that may create their --catalog; every other command needs an existing one.
+CATALOG_CREATING_COMMANDS = frozenset({"demo", "ingest", "import"})
+
+
+def require_catalog(command: str, catalog_dir: str | os.PathLike[str]) -> None:
+    """Refuse a --catalog without ``catalog.duckdb``: connecting would create an empty catalog there."""
+    catalog = Path(catalog_dir).expanduser().resolve()
+    if not (catalog / CATALOG_DB).is_file():
+        raise CatalogError(
+            f"{command}: no catalog at {catalog} ({CATALOG_DB} is missing); check the --catalog path, or create "
+            f"one with `python bootstrap.py ingest REPO --catalog {catalog}` (or `import CHUNKS.parquet`)"
+        )
+
+
+def error_line(error: BaseException) -> str:
+    """One line for the log: our errors say what to do; anything else is named by its type."""
+    if isinstance(error, duckdb.Error):
+        return describe_error(error)
+    if isinstance(error, (CatalogError, UdfError)):
+        return one_line(str(error))
+    text = one_line(str(error))
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = getattr(args, "debug", False)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        settings = parse_assignments(getattr(args, "set", []), "--set")  # train-embedder takes no catalog
-        if args.command == "demo":
-            command_demo(args, settings)
-        elif args.command == "ingest":
-            command_ingest_run(args.repo, args.catalog, args.include or ["**"], args.max_file_bytes,
-                               args.max_chunk_chars, settings)
-        elif args.command == "train-embedder":
-            command_train_embedder(args)
-        elif args.command == "import":
-            result = import_chunks(args.parquet, args.catalog, settings=settings)
-            LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",
-                     result.manifest["chunk_count"], result.manifest["dimension"], result.store)
-        elif args.command == "build":
-            manifest = build_index(args.catalog, args.family, parse_assignments(args.option, "--option"), settings)
-            print(json.dumps(manifest, indent=2))
-        elif args.command == "autotune":
-            connection = connect(args.catalog, settings=settings)
-            try:
-                print_relation(run_script(connection, SQL_DIR / "autotune.sql", {
-                    "k": args.k, "target_recall": args.target_recall,
-                    "queries": str(Path(args.queries).resolve()) if args.queries else None}))
-            finally:
-                connection.close()
-        elif args.command in ("versions", "publish", "rollback", "gc"):
-            print(json.dumps(index_lifecycle(args), indent=2, default=str))
-            refresh_views(args.catalog, settings)
-        elif args.command == "bm25":
-            connection = connect(args.catalog, settings=settings)
-            try:
-                print_relation(build_bm25_index(connection, args.symbol_repeats))
-            finally:
-                connection.close()
-        elif args.command == "xtr":
-            connection = connect(args.catalog, settings=settings)
-            try:
-                build_xtr_lens(connection, Path(args.catalog).expanduser().resolve(), sample=args.sample,
-                               query_sample=args.queries, k=args.k, seed=args.seed)
-            finally:
-                connection.close()
-        elif args.command == "sql":
-            connection = connect(args.catalog, settings=settings)
-            try:
-                print_relation(run_script(connection, args.script, parse_assignments(args.param, "--param")))
-            finally:
-                connection.close()
-        elif args.command == "shell":
-            run_shell(connect(args.catalog, read_only=args.read_only, settings=settings))
-    except (CatalogError, UdfError) as error:
-        LOG.error("%s", error)
-        return 2
-    except duckdb.Error as error:
-        LOG.error("%s", describe_error(error))
-        return 2
+        run_command(args)
     except KeyboardInterrupt:
         LOG.error("interrupted; nothing half-written was published")
         return 130
+    except Exception as error:  # every failure, ours or not, ends as one line and exit code 2
+        # A traceback helps whoever debugs this code, not whoever mistyped an argument: --debug adds it.
+        suffix = "" if debug or isinstance(error, (CatalogError, UdfError, duckdb.Error)) else \
+            " (rerun with --debug for the traceback)"
+        LOG.error("%s%s", error_line(error), suffix, exc_info=debug)
+        return 2
     return 0
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """Run the parsed command; errors propagate to :func:`main`."""
+    if getattr(args, "catalog", None) is not None and args.command not in CATALOG_CREATING_COMMANDS:
+        require_catalog(args.command, args.catalog)
+    settings = parse_assignments(getattr(args, "set", []), "--set")  # train-embedder takes no catalog
+    if args.command == "demo":
+        command_demo(args, settings)
+    elif args.command == "ingest":
+        command_ingest_run(args.repo, args.catalog, args.include or ["**"], args.max_file_bytes,
+                           args.max_chunk_chars, settings)
+    elif args.command == "train-embedder":
+        command_train_embedder(args)
+    elif args.command == "import":
+        result = import_chunks(args.parquet, args.catalog, settings=settings)
+        LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",
+                 result.manifest["chunk_count"], result.manifest["dimension"], result.store)
+    elif args.command == "build":
+        manifest = build_index(args.catalog, args.family, parse_assignments(args.option, "--option"), settings)
+        print(json.dumps(manifest, indent=2))
+    elif args.command == "autotune":
+        connection = connect(args.catalog, settings=settings)
+        try:
+            print_relation(run_script(connection, SQL_DIR / "autotune.sql", {
+                "k": args.k, "target_recall": args.target_recall,
+                "queries": str(Path(args.queries).resolve()) if args.queries else None}))
+        finally:
+            connection.close()
+    elif args.command in ("versions", "publish", "rollback", "gc"):
+        print(json.dumps(index_lifecycle(args), indent=2, default=str))
+        refresh_views(args.catalog, settings)
+    elif args.command == "bm25":
+        connection = connect(args.catalog, settings=settings)
+        try:
+            print_relation(build_bm25_index(connection, args.symbol_repeats))
+        finally:
+            connection.close()
+    elif args.command == "xtr":
+        connection = connect(args.catalog, settings=settings)
+        try:
+            build_xtr_lens(connection, Path(args.catalog).expanduser().resolve(), sample=args.sample,
+                           query_sample=args.queries, k=args.k, seed=args.seed)
+        finally:
+            connection.close()
+    elif args.command == "sql":
+        connection = connect(args.catalog, settings=settings)
+        try:
+            print_relation(run_script(connection, args.script, parse_assignments(args.param, "--param")))
+        finally:
+            connection.close()
+    elif args.command == "shell":
+        run_shell(connect(args.catalog, read_only=args.read_only, settings=settings))
 
 
 def run_shell(connection: duckdb.DuckDBPyConnection) -> None:

@@ -12,7 +12,8 @@
                     half a profile.  parameters.weights_source records where the weights came
                     from: 'fusion.json', 'default' or 'explicit'
      k1, b          bm25 only (defaults 1.2, 0.75)
-     run_id         optional; default: UTC timestamp and a random suffix
+     run_id         optional; default: UTC timestamp and a random suffix.  Letters, digits,
+                    '-', '_' and '.', starting with a letter or digit, at most 100
      python bootstrap.py sql sql/write_pool.sql --catalog DIR --param channel=hybrid --param bm25_weight=2
 
    Writes pools/<run_id>.parquet (zstd) with run_id, query_id, channel, rank, chunk_id, score,
@@ -47,6 +48,14 @@ SET VARIABLE pool_run_id = coalesce(
     getvariable('run_id'),
     strftime(now() AT TIME ZONE 'UTC', '%Y%m%dT%H%M%SZ') || '-' || left(replace(uuid()::VARCHAR, '-', ''), 8)
 );
+-- The run_id names pools/<run_id>.parquet and runs/<run_id>.parquet, which the pool and v_runs
+-- views glob one level deep: a '/' would write the run where they never look, so path
+-- characters are refused before anything runs.
+SELECT CASE WHEN NOT coalesce(regexp_full_match(getvariable('pool_run_id'), '[A-Za-z0-9][A-Za-z0-9._-]{0,99}'), false)
+    THEN error('write_pool.sql: run_id must be 1 to 100 letters, digits, ''-'', ''_'' or ''.'', starting with '
+               || 'a letter or digit; got ' || coalesce('''' || getvariable('pool_run_id') || '''', 'NULL')
+               || '. Pass another --param run_id, or none for a generated one')
+END AS guard_run_id;
 -- DuckDB variables last as long as the connection: the parameters are reset once read, so
 -- a later run that leaves one out gets its default, not this run's value.
 RESET VARIABLE channel;

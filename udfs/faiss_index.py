@@ -233,6 +233,15 @@ class BuildOptions:
             )
 
 
+def build_option_names() -> tuple[str, ...]:
+    """Every name a build accepts as an option: the :class:`BuildOptions` fields, then ``publish``.
+
+    Callers that take options by name (``bootstrap.py build --option``) check against this
+    list before anything runs, so a misspelled option is refused instead of being ignored.
+    """
+    return (*(field.name for field in dataclasses.fields(BuildOptions)), "publish")
+
+
 #: Every ``faiss_*`` setting with its default: the build options prefixed (``None`` means
 #: derived, as documented on BuildOptions), then the load-time ones.
 DEFAULT_SETTINGS: dict[str, Any] = {
