@@ -9,8 +9,7 @@
      sq_type           'fp16' (default) | '8': codes of ivf_sq
      memory_budget_bytes, use_gpu                               what 'auto' chooses by
      publish           true (default) | false: build the version without flipping CURRENT
-     build_threads     not read here: set faiss_build_threads (--set), which `bootstrap.py build
-                       --option build_threads=N` does for every option it is given
+     build_threads     OpenMP threads for training and adding (default: 1 per 50k vectors, up to all cores)
    python bootstrap.py sql sql/build_index.sql --catalog DIR --param family=ivf_flat --param nlist=256 */
 SELECT field, value
 FROM faiss_build(
@@ -30,5 +29,6 @@ FROM faiss_build(
     seed := getvariable('seed'),
     memory_budget_bytes := getvariable('memory_budget_bytes'),
     use_gpu := getvariable('use_gpu'),
+    build_threads := getvariable('build_threads'),
     publish := coalesce(getvariable('publish'), true)
 );

@@ -127,6 +127,24 @@ def test_build_threads_option_sets_the_build_threads(indexed_catalog: Path, monk
     assert os.readlink(indexed_catalog / "index" / "CURRENT") == before[0]
 
 
+def test_build_script_passes_build_threads(indexed_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    used: list[int] = []
+    real = faiss_index.train_and_add
+
+    def spy(plan, store, threads):
+        used.append(threads)
+        return real(plan, store, threads)
+
+    monkeypatch.setattr(faiss_index, "train_and_add", spy)
+    connection = bootstrap.connect(indexed_catalog)
+    try:
+        bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_index.sql",
+                             {"family": "ivf_flat", "nlist": 8, "build_threads": 2, "publish": False})
+    finally:
+        connection.close()
+    assert used == [2]
+
+
 # --------------------------------------------------------------------------- item 8: rough edges
 
 

@@ -96,7 +96,7 @@ CREATE OR REPLACE TEMP MACRO faiss_build(
     family := 'auto', nlist := NULL, pq_m := NULL, pq_nbits := NULL, opq := NULL, hnsw_m := NULL,
     ef_construction := NULL, metric := NULL, train_sample := NULL, nprobe := NULL, ef_search := NULL,
     refine_k_factor := NULL, sq_type := NULL, seed := NULL, memory_budget_bytes := NULL, use_gpu := NULL,
-    publish := true
+    build_threads := NULL, publish := true
 ) AS TABLE
 SELECT
     CAST(entry.key AS VARCHAR) AS field,
@@ -112,7 +112,7 @@ FROM (
             'ef_construction': ef_construction, 'metric': metric, 'train_sample': train_sample,
             'nprobe': nprobe, 'ef_search': ef_search, 'refine_k_factor': refine_k_factor,
             'sq_type': sq_type, 'seed': seed, 'memory_budget_bytes': memory_budget_bytes, 'use_gpu': use_gpu,
-            'publish': publish
+            'build_threads': build_threads, 'publish': publish
         }) AS VARCHAR)) AS manifest
 ) AS built,
 json_each(built.manifest) AS entry
