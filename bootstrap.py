@@ -37,7 +37,8 @@ from sqlglot.tokens import TokenType
 
 from codeintel import static_training
 from codeintel.corpus import DEMO_PACKAGES
-from udfs import faiss_index
+from udfs import faiss_index, ignore, progress
+from udfs import staging as staging_dirs
 from udfs.context import CatalogContext
 from udfs.embedding import IMPORTED_PREFIX
 from udfs.registry import UdfError, UdfSpec, check_unique
@@ -63,11 +64,9 @@ CATALOG_DB = "catalog.duckdb"
 STORE_DIR = "store"
 #: Store versions kept besides CURRENT, so an index built on the previous store can still be audited.
 STORE_VERSIONS_KEPT = 2
-#: Directories never ingested: version control, dependencies, build output, caches.
-IGNORED_DIRECTORIES = (
-    ".git", ".hg", ".svn", "node_modules", "vendor", "third_party", "site-packages", ".venv", "venv",
-    "__pycache__", ".tox", ".mypy_cache", ".pytest_cache", "dist", "build", "target",
-)
+#: Directory names of setting ingest_exclude's default (bench copies skip them).  Ingest itself
+#: matches .gitignore files and that setting (udfs/ignore.py), never directory names of its own.
+IGNORED_DIRECTORIES = tuple(pattern.rstrip("/") for pattern in ignore.DEFAULT_EXCLUDE)
 DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_CHUNK_CHARS = 1200
 #: The demo's XTR lens: lens queries and chunks drawn besides their pooled ones (see evaluate_demo).
@@ -538,10 +537,14 @@ DEFINING_WORDS = frozenset({"macro", "function", "view"})
 
 @contextlib.contextmanager
 def staging_directory(parent: Path) -> Iterator[Path]:
-    """A hidden directory under ``parent`` that is removed unless the caller renames it away."""
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = parent / f".tmp-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    """A hidden directory under ``parent``, owned by this process, removed unless the caller renames it away.
+
+    A process killed inside this block (kill -9) runs no ``finally``; its directory records
+    its pid and host, so the next ingest or ``gc`` removes it (:mod:`udfs.staging`), which
+    this call starts by doing for the directories of earlier killed writers.
+    """
+    staging_dirs.remove_abandoned(parent)
+    staging = staging_dirs.create(parent)
     try:
         yield staging
     finally:
@@ -554,6 +557,7 @@ def publish_store_version(catalog: Path, staging: Path) -> Path:
     versions.mkdir(parents=True, exist_ok=True)
     version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
     final = versions / version
+    staging_dirs.release(staging)
     staging.rename(final)
     flip_symlink(store_root(catalog) / "CURRENT", Path("versions") / version)
     collect_old_store_versions(catalog)
@@ -568,13 +572,17 @@ def flip_symlink(link: Path, target: Path) -> None:
 
 
 def collect_old_store_versions(catalog: Path) -> None:
+    """Keep CURRENT and ``STORE_VERSIONS_KEPT - 1`` older store versions; remove abandoned staging directories.
+
+    Only abandoned ones: a staging directory whose owner still runs is another ingest in
+    progress, and removing it would fail that ingest.
+    """
     versions = store_root(catalog) / "versions"
     current = current_store(catalog)
     old = sorted(p for p in versions.iterdir() if p.is_dir() and not p.name.startswith(".") and p != current)
     for path in old[: max(0, len(old) - (STORE_VERSIONS_KEPT - 1))]:
         shutil.rmtree(path, ignore_errors=True)
-    for stale in versions.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    staging_dirs.remove_abandoned(versions)
 
 
 def read_store_manifest(store: Path) -> dict[str, Any]:
@@ -625,17 +633,28 @@ def ingest(repo: str | os.PathLike[str], catalog_dir: str | os.PathLike[str], *,
     root = root.resolve()
     include = list(include)
     check_include_globs(include)
+    # Settings are resolved here too (connect resolves them again): the ignore decision is made
+    # in Python, once, before any SQL runs, and a bad ingest_exclude is refused before any work.
+    resolved = resolve_settings(Path(catalog_dir).expanduser().resolve(), settings)
+    try:
+        decision = ignore.decide(root, resolved["ingest_exclude"], include)
+    except ignore.IgnoreSettingError as error:
+        raise CatalogError(str(error)) from error
+    LOG.info("ingest: %d files under %s, %d entries ignored (.gitignore, setting ingest_exclude)",
+             decision.files_seen, root, len(decision.ignored))
     parameters = {
         "repo_root": str(root) + os.sep,
         "include_globs": [escape_glob(str(root)) + "/" + pattern for pattern in include],
-        "ignored_directories": list(IGNORED_DIRECTORIES),
+        **decision.as_parameters(),
         "max_file_bytes": max_file_bytes,
         "max_chunk_chars": max_chunk_chars,
     }
-    return write_store(catalog_dir, SQL_DIR / "ingest_chunk_store.sql", parameters, settings,
-                       embedder_of=lambda connection: connection.execute(
-                           "SELECT embed_model(), embed_model_sha256()").fetchone(),
-                       dimension_of=lambda connection: connection.execute("SELECT len(embed(''))").fetchone()[0])
+    with progress.tracking(decision.files_seen):
+        return write_store(catalog_dir, SQL_DIR / "ingest_chunk_store.sql", parameters, settings,
+                           embedder_of=lambda connection: connection.execute(
+                               "SELECT embed_model(), embed_model_sha256()").fetchone(),
+                           dimension_of=lambda connection: connection.execute(
+                               "SELECT len(embed(''))").fetchone()[0])
 
 
 def check_include_globs(include: Iterable[str]) -> None:
@@ -921,18 +940,47 @@ def build_index(catalog: str | os.PathLike[str], family: str = "auto", options: 
 
 
 def index_lifecycle(args: argparse.Namespace) -> dict[str, Any]:
+    """Run ``versions``, ``publish``, ``rollback`` or ``gc``; say whether CURRENT moved, and from where to where."""
     catalog = Path(args.catalog).expanduser().resolve()
     if args.command == "versions":
         return faiss_index.list_versions(catalog)
+    if args.command == "gc":
+        result = faiss_index.gc(catalog, keep=args.keep)
+        # gc serves the chunk store's staging directories too: an ingest killed with kill -9 left one.
+        result["removed_store_staging"] = staging_dirs.remove_abandoned(store_root(catalog) / "versions")
+        return result
     if args.command == "publish":
-        return faiss_index.publish(catalog, args.version)
-    if args.command == "rollback":
-        return faiss_index.rollback(catalog, to=args.to)
-    return faiss_index.gc(catalog, keep=args.keep)
+        result = faiss_index.publish(catalog, args.version)
+    else:
+        result = faiss_index.rollback(catalog, to=args.to)
+    if result["current"] != result["previous"]:
+        LOG.info("%s: CURRENT changed from index version %s to %s", args.command, result["previous"],
+                 result["current"])
+    else:
+        LOG.info("%s: index version %s is already CURRENT; nothing changed", args.command, result["current"])
+    return result
 
 
-def refresh_views(catalog: str | os.PathLike[str], settings: Mapping[str, Any] | None) -> None:
-    connect(catalog, settings=settings).close()
+def refresh_views(args: argparse.Namespace, settings: Mapping[str, Any] | None, result: Mapping[str, Any]) -> None:
+    """Re-apply the views after ``publish`` or ``rollback``; a failure is a warning, not an error.
+
+    The command's change is already made and complete: the persisted views read
+    ``<catalog>/index/CURRENT/...`` through the symlink, so they read the new version
+    without being re-created.  Re-applying matters only for a view that could not be made
+    before (``v_faiss_idmap`` on a catalog that had no published index until now), and
+    every read-write ``connect`` (build, bm25, sql, shell, ...) applies it.  So a locked
+    catalog.duckdb (another process has it open) must not turn a completed change into
+    exit 2: a script that retries on failure would roll back twice.
+    """
+    try:
+        connect(args.catalog, settings=settings).close()
+    except (Exception, KeyboardInterrupt) as error:  # Ctrl-C here too: the change stands, so rc 0 stays true
+        done = ("CURRENT was changed" if result["current"] != result["previous"] else "CURRENT was already right")
+        LOG.warning("%s: %s (index version %s), but the views were not refreshed: %s. They read index/CURRENT "
+                    "through its symlink, so they already see version %s; a view still missing is created by "
+                    "the next read-write connect, or rerun `python bootstrap.py publish %s --catalog %s` once "
+                    "catalog.duckdb is free (it changes nothing else)", args.command, done, result["current"],
+                    error_line(error), result["current"], result["current"], args.catalog)
 
 
 def build_bm25_index(connection: duckdb.DuckDBPyConnection,
@@ -1076,8 +1124,12 @@ def run_command(args: argparse.Namespace) -> None:
         finally:
             connection.close()
     elif args.command in ("versions", "publish", "rollback", "gc"):
-        print(json.dumps(index_lifecycle(args), indent=2, default=str))
-        refresh_views(args.catalog, settings)
+        result = index_lifecycle(args)
+        print(json.dumps(result, indent=2, default=str))
+        # versions and gc change nothing the views read (they read CURRENT, which gc never
+        # removes), so they do not open catalog.duckdb at all; see refresh_views.
+        if args.command in ("publish", "rollback"):
+            refresh_views(args, settings, result)
     elif args.command == "bm25":
         connection = connect(args.catalog, settings=settings)
         try:

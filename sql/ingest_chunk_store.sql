@@ -3,7 +3,9 @@
    Parameters (DuckDB variables, set by `python bootstrap.py ingest`):
      repo_root            absolute repository path, ending with a separator
      include_globs        absolute globs of the files to consider
-     ignored_directories  directory names never ingested (.git, node_modules, vendor, ...)
+     ignored_uris         entries that .gitignore or setting ingest_exclude ignore (udfs/ignore.py,
+                          one walk in Python); a directory's uri ends with '/'
+     ignored_statuses     why each is ignored, aligned with ignored_uris
      max_file_bytes       larger files are skipped
      max_chunk_chars      chunk budget in non-whitespace characters
      staging_dir          where files.parquet is written
@@ -17,6 +19,11 @@ SELECT CASE WHEN count(*) = 0 THEN error(
        END AS guard_files_exist
 FROM glob(getvariable('include_globs'));
 
+CREATE OR REPLACE TEMP TABLE ingest_ignored AS
+SELECT
+    unnest(getvariable('ignored_uris')::VARCHAR[]) AS uri,
+    unnest(getvariable('ignored_statuses')::VARCHAR[]) AS status;
+
 CREATE OR REPLACE TEMP TABLE ingest_files AS
 WITH listing AS (
     SELECT
@@ -24,26 +31,56 @@ WITH listing AS (
         substr(filename, length(getvariable('repo_root')) + 1) AS uri,
         size AS size_bytes
     FROM read_blob(getvariable('include_globs'))
+),
+-- Each listed file's directories as 'a/', 'a/b/': an ignored directory is then found by a hash join.
+ancestors AS (
+    SELECT
+        uri,
+        unnest(list_transform(range(1, len(string_split(uri, '/'))),
+                              i -> array_to_string(string_split(uri, '/')[:i], '/') || '/')) AS directory
+    FROM listing
+),
+-- As git does, an ignored directory is one entry; its contents are neither read nor listed.
+-- The walk never enters an ignored directory, so each file has at most one ignored ancestor.
+inside_ignored AS (
+    SELECT a.uri, min(g.uri) AS directory
+    FROM ancestors AS a
+    JOIN ingest_ignored AS g ON g.uri = a.directory
+    GROUP BY a.uri
+),
+files AS (
+    SELECT
+        l.path,
+        l.uri,
+        l.size_bytes,
+        language_of(l.uri) AS language,
+        CASE
+            WHEN g.status IS NOT NULL THEN g.status
+            WHEN language_of(l.uri) IS NULL THEN 'skipped: no known language'
+            WHEN l.size_bytes > getvariable('max_file_bytes') THEN 'skipped: over size limit'
+            WHEN l.size_bytes = 0 THEN 'skipped: empty'
+            ELSE 'candidate'
+        END AS status
+    FROM listing AS l
+    LEFT JOIN ingest_ignored AS g ON g.uri = l.uri
+    WHERE l.uri NOT IN (SELECT uri FROM inside_ignored)
+),
+directories AS (
+    SELECT NULL::VARCHAR AS path, d.directory AS uri, sum(l.size_bytes) AS size_bytes,
+           NULL::VARCHAR AS language, any_value(g.status) AS status
+    FROM inside_ignored AS d
+    JOIN listing AS l ON l.uri = d.uri
+    JOIN ingest_ignored AS g ON g.uri = d.directory
+    GROUP BY d.directory
 )
-SELECT
-    path,
-    uri,
-    size_bytes,
-    language_of(uri) AS language,
-    CASE
-        WHEN list_has_any(string_split(uri, '/')[:-2], getvariable('ignored_directories'))
-            THEN 'skipped: ignored directory'
-        WHEN language_of(uri) IS NULL THEN 'skipped: no known language'
-        WHEN size_bytes > getvariable('max_file_bytes') THEN 'skipped: over size limit'
-        WHEN size_bytes = 0 THEN 'skipped: empty'
-        ELSE 'candidate'
-    END AS status
-FROM listing;
+SELECT * FROM files
+UNION ALL
+SELECT * FROM directories;
 
 SELECT CASE WHEN count(*) FILTER (WHERE status = 'candidate') = 0 THEN error(
            'ingest: nothing to ingest under ' || getvariable('repo_root') || ': '
            || count(*) || ' files found, none is a non-empty source file of a known language under '
-           || getvariable('max_file_bytes') || ' bytes outside ignored directories')
+           || getvariable('max_file_bytes') || ' bytes that .gitignore and setting ingest_exclude leave in')
        END AS guard_candidates_exist
 FROM ingest_files;
 
@@ -116,7 +153,6 @@ COPY (
         coalesce(max(c.end_line), 0)::BIGINT AS line_count
     FROM ingest_files AS f
     LEFT JOIN ingest_chunks AS c ON c.uri = f.uri
-    WHERE f.status <> 'skipped: ignored directory'
     GROUP BY f.uri, f.language, f.size_bytes, f.status
     ORDER BY f.uri
 ) TO (getvariable('staging_dir') || 'files.parquet') (FORMAT parquet, COMPRESSION zstd);

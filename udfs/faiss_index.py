@@ -3,7 +3,9 @@
 Layout under ``<catalog>/index`` (fixed by the catalog conventions)::
 
     versions/<version>/        one complete build, never modified after its rename
-    versions/.tmp-<uuid>/      a build in progress, renamed to versions/<version> when complete
+    versions/.tmp-<uuid>/      a build in progress, renamed to versions/<version> when complete; it
+                               holds its owner's pid and host, so the next build or gc removes it
+                               once that process is gone (``udfs/staging.py``)
     CURRENT -> versions/<v>    relative symlink, flipped atomically (temp symlink + os.replace)
 
 A version directory holds:
@@ -54,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from udfs import staging as staging_dirs
 from udfs.context import CatalogContext
 from udfs.metrics import ANN_SEARCH_SECONDS
 from udfs.registry import UdfError
@@ -91,9 +94,6 @@ DEFAULT_TRAIN_SAMPLE = 100_000
 BUILD_VECTORS_PER_THREAD = 50_000
 # OPQ trains an internal 8-bit PQ (256 centroids per sub-space) whatever pq_nbits is.
 OPQ_MIN_TRAIN = TRAIN_POINTS_PER_CENTROID * 256
-# gc removes .tmp-* build directories older than this: a build killed without cleanup.
-STALE_BUILD_SECONDS = 24 * 3600
-
 RESOURCE_KEY = "faiss.loaded_index"
 
 _BUILD_HINT = (
@@ -596,11 +596,12 @@ def build_index(
         "libraries": {"faiss": faiss.__version__, "numpy": np.__version__, "duckdb": duckdb.__version__},
     }
     versions = _versions_dir(catalog_dir)
-    versions.mkdir(parents=True, exist_ok=True)
-    staging = versions / f".tmp-{uuid.uuid4().hex}"
-    staging.mkdir()
+    # A build killed earlier (kill -9, OOM) left a full-size staging directory: this build removes it.
+    staging_dirs.remove_abandoned(versions)
+    staging = staging_dirs.create(versions)
     try:
         _write_version_files(staging, index, store, manifest)
+        staging_dirs.release(staging)
         staging.rename(versions / version)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -638,7 +639,11 @@ def _flip_current(catalog_dir: Path, version: str) -> None:
 
 
 def publish(catalog_dir: Path | str, version: str) -> dict[str, Any]:
-    """Make a complete version the published one; return ``{"current", "previous"}``."""
+    """Make a complete version the published one; return ``{"current", "previous"}``.
+
+    Publishing the version CURRENT already names changes nothing (``current == previous``),
+    so a script that repeats ``rollback --to V`` after a failure cannot move CURRENT twice.
+    """
     catalog_dir = Path(catalog_dir)
     if (
         version not in _complete_versions(catalog_dir)
@@ -650,6 +655,9 @@ def publish(catalog_dir: Path | str, version: str) -> dict[str, Any]:
             f"available: {available}"
         )
     previous = current_version(catalog_dir)
+    if previous == version:
+        logger.info("faiss: index version %s is already published; CURRENT unchanged", version)
+        return {"current": version, "previous": previous}
     _flip_current(catalog_dir, version)
     logger.info("faiss: published index version %s (was %s)", version, previous)
     return {"current": version, "previous": previous}
@@ -676,7 +684,10 @@ def rollback(catalog_dir: Path | str, to: str | None = None) -> dict[str, Any]:
 
 
 def gc(catalog_dir: Path | str, keep: int = 3) -> dict[str, Any]:
-    """Remove all but the ``keep`` newest versions, never CURRENT; also stale ``.tmp-*`` build directories.
+    """Remove all but the ``keep`` newest versions, never CURRENT; also abandoned ``.tmp-*`` build directories.
+
+    A build directory is abandoned when its owner process is gone (:mod:`udfs.staging`);
+    one whose owner still runs is a build in progress and stays.
 
     Readers of a removed version keep working: the index was read into memory and
     ``vectors.npy`` is memory-mapped, and Linux keeps an unlinked file's pages alive while mapped.
@@ -692,12 +703,7 @@ def gc(catalog_dir: Path | str, keep: int = 3) -> dict[str, Any]:
         if version not in kept:
             shutil.rmtree(_versions_dir(catalog_dir) / version)
             removed.append(version)
-    root = _versions_dir(catalog_dir)
-    if root.is_dir():
-        for entry in root.iterdir():
-            if entry.name.startswith(".tmp-") and time.time() - entry.stat().st_mtime > STALE_BUILD_SECONDS:
-                shutil.rmtree(entry, ignore_errors=True)
-                removed.append(entry.name)
+    removed += staging_dirs.remove_abandoned(_versions_dir(catalog_dir))
     logger.info("faiss gc: removed %s, kept %s", removed or "nothing", sorted(kept))
     return {"current": current, "kept": sorted(kept), "removed": removed}
 
