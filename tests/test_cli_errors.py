@@ -109,7 +109,9 @@ def test_every_build_knob_reaches_the_build(indexed_catalog: Path, monkeypatch: 
     assert received["family"] == "ivf_pq" and received["publish"] is False
 
 
-def test_build_threads_option_sets_the_build_threads(indexed_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def build_threads_used(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The OpenMP thread counts builds train and add with, in order (the real build still runs)."""
     used: list[int] = []
     real = faiss_index.train_and_add
 
@@ -118,31 +120,27 @@ def test_build_threads_option_sets_the_build_threads(indexed_catalog: Path, monk
         return real(plan, store, threads)
 
     monkeypatch.setattr(faiss_index, "train_and_add", spy)
+    return used
+
+
+def test_build_threads_option_sets_the_build_threads(indexed_catalog: Path, build_threads_used: list[int]) -> None:
     before = index_state(indexed_catalog)
     manifest = bootstrap.build_index(indexed_catalog, "ivf_flat",
                                      {"build_threads": 3, "nlist": 8, "publish": False})
-    assert used == [3]
+    assert build_threads_used == [3]
     assert manifest["factory"] == "IVF8,Flat"
     # publish=false built a version beside CURRENT and left CURRENT alone.
     assert os.readlink(indexed_catalog / "index" / "CURRENT") == before[0]
 
 
-def test_build_script_passes_build_threads(indexed_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    used: list[int] = []
-    real = faiss_index.train_and_add
-
-    def spy(plan, store, threads):
-        used.append(threads)
-        return real(plan, store, threads)
-
-    monkeypatch.setattr(faiss_index, "train_and_add", spy)
+def test_build_script_passes_build_threads(indexed_catalog: Path, build_threads_used: list[int]) -> None:
     connection = bootstrap.connect(indexed_catalog)
     try:
         bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_index.sql",
                              {"family": "ivf_flat", "nlist": 8, "build_threads": 2, "publish": False})
     finally:
         connection.close()
-    assert used == [2]
+    assert build_threads_used == [2]
 
 
 # --------------------------------------------------------------------------- item 8: rough edges
