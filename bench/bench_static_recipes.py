@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import duckdb  # noqa: E402
 
 from codeintel import static_training  # noqa: E402
-from udfs.static_embedder import StaticEmbedder  # noqa: E402
+from udfs.static_embedder import StaticEmbedder, names_text  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_CATALOG = RESULTS / "eval" / "stripped-static-code" / "catalog.duckdb"
@@ -60,7 +60,7 @@ def evaluation_set() -> tuple[dict[str, list], dict[str, list], dict[str, set[in
 
 def dense_mrr_at_10(model: StaticEmbedder, chunks: dict[str, list], queries: dict[str, list],
                     relevant: dict[str, set[int]]) -> float:
-    scores = model.embed(queries["text"]) @ model.embed_chunks(chunks["content"], chunks["symbols"]).T
+    scores = model.embed(queries["text"]) @ model.embed_chunks(chunks["content"], names_text(chunks["symbols"])).T
     top = np.argsort(-scores, axis=1, kind="stable")[:, :10]
     ids = np.asarray(chunks["id"])
     reciprocal = [next((1 / (rank + 1) for rank, column in enumerate(row) if ids[column] in relevant.get(q, ())), 0.0)

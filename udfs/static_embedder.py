@@ -118,19 +118,25 @@ class StaticEmbedder:
         ids, counts = self.token_ids(texts)
         return pool(self.table, self.weights, ids, counts, self.empty_vector)
 
-    def embed_chunks(self, contents: Sequence[str], symbols: Sequence[Sequence[str] | None]) -> np.ndarray:
+    def embed_chunks(self, contents: Sequence[str], names: Sequence[str]) -> np.ndarray:
         """Chunk vectors: each chunk's text, plus the names it defines weighted ``symbol_weight`` times.
 
+        ``names`` holds each chunk's defined names separated by spaces (:func:`names_text`).
         Names are what a question about code most often asks for, and a chunk's text holds each
         only once among hundreds of tokens; the weight is measured when the model is trained.
         """
         if not len(contents):
             return np.empty((0, self.dim), dtype=np.float32)
         content_ids, content_counts = self.token_ids(contents)
-        symbol_ids, symbol_counts = self.token_ids(["" if names is None else " ".join(names) for names in symbols])
+        symbol_ids, symbol_counts = self.token_ids(names)
         ids, counts, multipliers = merge_token_streams(content_ids, content_counts, symbol_ids, symbol_counts,
                                                        self.symbol_weight)
         return pool(self.table, self.weights, ids, counts, self.empty_vector, multipliers)
+
+
+def names_text(symbols: Sequence[Sequence[str] | None]) -> list[str]:
+    """Each chunk's symbol list as one space-separated string (none: empty), as ``embed_chunks`` takes them."""
+    return ["" if names is None else " ".join(names) for names in symbols]
 
 
 def merge_token_streams(first_ids: np.ndarray, first_counts: np.ndarray, second_ids: np.ndarray,
