@@ -414,6 +414,7 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
         for number, statement in enumerate(statements, start=1):
             LOG.debug("%s: statement %d of %d", path.name, number, len(statements))
             words = sql_words(statement)
+            statement_started = time.monotonic()
             try:
                 with core_owner_threads(connection, words, owners):
                     if number < len(statements):
@@ -425,6 +426,8 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
                         result = connection.from_arrow(relation.to_arrow_table()) if relation is not None else None
             except duckdb.Error as error:
                 raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
+            # A slow statement (write_pool.sql's channel query) gets a log line; fast ones stay quiet.
+            progress.statement_done(path.name, number, len(statements), time.monotonic() - statement_started)
             if words & DEFINING_WORDS:
                 owners = core_owning_names(connection)
         return result
@@ -725,6 +728,9 @@ def write_store(catalog_dir: str | os.PathLike[str], script: Path, parameters: d
     catalog = Path(catalog_dir).expanduser().resolve()
     connection = connect(catalog, settings=settings, ingesting=True)
     try:
+        if progress.bar_shown():
+            # The ingest tracker draws a tqdm bar; DuckDB's own bar would draw beside it.
+            connection.execute("SET enable_progress_bar = false")
         embedder, embedder_sha256 = embedder_of(connection)
         previous = current_store(catalog)
         previous_embedder = read_store_manifest(previous).get("embedder") if previous is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
-from udfs import autotune, faiss_index
+from udfs import autotune, faiss_index, progress
 from udfs.context import CatalogContext
 from udfs.faiss_index import build_index
 from udfs.registry import UdfError
@@ -229,3 +230,34 @@ def test_cli_autotune_with_a_parquet_query_file(
     profile = profile_of(load(synthetic_catalog))
     assert profile["k"] == 5 and profile["queries"]["source"] == f"query_table({str(path)!r})"
     assert profile["queries"]["fingerprint"] == autotune.query_fingerprint(queries)
+
+
+def test_build_and_autotune_log_progress_when_not_on_a_terminal(
+    synthetic_catalog: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(faiss_index, "ADD_BATCH_ROWS", 500)  # the 2000-vector fixture is added in 4 batches
+    with caplog.at_level(logging.INFO, logger="codeintel"):
+        build_index(synthetic_catalog, "ivf_flat")
+        autotune.tune(load(synthetic_catalog), query_count=QUERIES)
+    lines = [record.getMessage() for record in caplog.records if record.name == "codeintel.progress"]
+    assert any(line.startswith("faiss_build: reading the store: done (") for line in lines), lines
+    assert any(line.startswith("faiss_build: training ivf_flat: started (") for line in lines), lines
+    assert "faiss_build: adding to ivf_flat: started (2000 vectors)" in lines, lines
+    assert any(line.startswith("faiss_build: adding to ivf_flat: 1000/2000 vectors (") for line in lines), lines
+    assert any(line.startswith("faiss_build: adding to ivf_flat: done, 2000/2000 vectors") for line in lines), lines
+    assert any(line.startswith("faiss_build: writing version ") and ": done (" in line for line in lines), lines
+    assert any(line.startswith("autotune: exact neighbours of 200 queries over 2000 vectors: done (")
+               for line in lines), lines
+    points = next(line for line in lines if line.startswith("autotune: single-query timing: started ("))
+    total = int(points.split("(")[1].split()[0])
+    assert total > 1
+    assert any(line.startswith(f"autotune: single-query timing: 1/{total} points (") for line in lines), lines
+    assert any(line.startswith(f"autotune: single-query timing: done, {total}/{total} points") for line in lines)
+    assert any(line.startswith("autotune: batched sweep of ") for line in lines), lines
+
+
+def test_a_stage_on_a_terminal_draws_a_bar(capsys: pytest.CaptureFixture[str]) -> None:
+    with progress.stage("faiss_build: adding to flat", total=4, unit="vectors", bar=True) as step:
+        step.advance(4)
+    assert "faiss_build: adding to flat" in capsys.readouterr().err

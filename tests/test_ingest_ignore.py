@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -142,6 +143,8 @@ def test_ingest_logs_progress_when_not_on_a_terminal(tmp_path: Path, caplog: pyt
     lines = [record.getMessage() for record in caplog.records if record.name == "codeintel.progress"]
     assert any("5 files chunked" in line and "5 chunks made" in line for line in lines), lines
     assert any("5/5 chunks embedded" in line for line in lines), lines
+    # Interval 0: every statement of the ingest scripts counts as slow and is logged.
+    assert any(line.startswith("write_chunk_store.sql: statement 1 of ") for line in lines), lines
 
 
 def test_progress_bar_on_a_terminal_counts_chunks(capsys: pytest.CaptureFixture[str]) -> None:
@@ -152,3 +155,19 @@ def test_progress_bar_on_a_terminal_counts_chunks(capsys: pytest.CaptureFixture[
         assert tracker.summary().startswith("3 files listed, 3 files chunked, 7 chunks made, 7/7 chunks embedded")
     assert "embedding" in capsys.readouterr().err
     progress.advance(progress.CHUNKS_MADE, 1)  # no tracker open: nothing happens
+
+
+def test_duckdb_progress_bar_is_off_while_the_ingest_bar_draws(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # apply_settings would turn DuckDB's bar on
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the tracker draws a tqdm bar
+    seen = []
+    run_script = bootstrap.run_script
+
+    def recording(connection, script, parameters=None):  # noqa: ANN001, ANN202
+        seen.append(connection.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0])
+        return run_script(connection, script, parameters)
+
+    monkeypatch.setattr(bootstrap, "run_script", recording)
+    bootstrap.ingest(make_repo(tmp_path / "repo", {"m.py": CODE}), tmp_path / "catalog")
+    assert seen and not any(seen), seen

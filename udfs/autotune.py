@@ -60,6 +60,7 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
+from udfs import progress
 from udfs.context import CatalogContext
 from udfs.faiss_index import (
     TUNING_FILE,
@@ -282,36 +283,44 @@ def _point_values(space: faiss.ParameterSpace, combination: int, function: str) 
 
 
 def _batched_sweep(
-    loaded: LoadedIndex, space: faiss.ParameterSpace, queries: np.ndarray, truth: np.ndarray, k: int
+    loaded: LoadedIndex, space: faiss.ParameterSpace, queries: np.ndarray, truth: np.ndarray, k: int,
+    function: str = "autotune",
 ) -> tuple[np.ndarray, np.ndarray]:
     """``ParameterSpace.explore`` per batch: recall hits per combination, seconds per (batch, combination)."""
     combinations = space.n_combinations()
     starts = range(0, len(queries), BATCH_QUERIES)
     hits = np.zeros(combinations, dtype=np.int64)
     seconds = np.zeros((len(starts), combinations))
-    for batch, start in enumerate(starts):
-        rows = slice(start, start + BATCH_QUERIES)
-        criterion = faiss.IntersectionCriterion(len(queries[rows]), k)
-        criterion.set_groundtruth(None, truth[rows])
-        # Keep the OperatingPoints object: all_pts is a view into it.
-        operating_points = space.explore(loaded.index, queries[rows], criterion)
-        for position in range(operating_points.all_pts.size()):
-            point = operating_points.all_pts.at(position)
-            # perf is hits / (rows * k); counting hits keeps the merged recall exact.
-            hits[point.cno] += round(point.perf * len(queries[rows]) * k)
-            seconds[batch, point.cno] = point.t
+    with progress.stage(f"{function}: batched sweep of {combinations} points", total=len(starts),
+                        unit="query batches") as step:
+        for batch, start in enumerate(starts):
+            rows = slice(start, start + BATCH_QUERIES)
+            criterion = faiss.IntersectionCriterion(len(queries[rows]), k)
+            criterion.set_groundtruth(None, truth[rows])
+            # Keep the OperatingPoints object: all_pts is a view into it.
+            operating_points = space.explore(loaded.index, queries[rows], criterion)
+            for position in range(operating_points.all_pts.size()):
+                point = operating_points.all_pts.at(position)
+                # perf is hits / (rows * k); counting hits keeps the merged recall exact.
+                hits[point.cno] += round(point.perf * len(queries[rows]) * k)
+                seconds[batch, point.cno] = point.t
+            step.advance()
     return hits, seconds
 
 
-def _single_query_seconds(loaded: LoadedIndex, space: faiss.ParameterSpace, queries: np.ndarray, k: int) -> np.ndarray:
+def _single_query_seconds(
+    loaded: LoadedIndex, space: faiss.ParameterSpace, queries: np.ndarray, k: int, function: str = "autotune"
+) -> np.ndarray:
     """Wall time of one ``index.search`` call per query, shape (combinations, queries)."""
     seconds = np.zeros((space.n_combinations(), len(queries)))
-    for combination in range(space.n_combinations()):
-        space.set_index_parameters(loaded.index, combination)
-        for row in range(len(queries)):
-            started = time.perf_counter()
-            loaded.index.search(queries[row : row + 1], k)
-            seconds[combination, row] = time.perf_counter() - started
+    with progress.stage(f"{function}: single-query timing", total=space.n_combinations(), unit="points") as step:
+        for combination in range(space.n_combinations()):
+            space.set_index_parameters(loaded.index, combination)
+            for row in range(len(queries)):
+                started = time.perf_counter()
+                loaded.index.search(queries[row : row + 1], k)
+                seconds[combination, row] = time.perf_counter() - started
+            step.advance()
     return seconds
 
 
@@ -401,12 +410,14 @@ def tune(
     queries_in_index_space = _index_space(loaded, raw_queries)
     space = parameter_space(loaded, function)
     with loaded.search_lock or contextlib.nullcontext():
-        truth = exact_neighbours(loaded, queries_in_index_space, k)
+        with progress.stage(f"{function}: exact neighbours of {len(raw_queries)} queries over {loaded.ntotal} vectors"):
+            truth = exact_neighbours(loaded, queries_in_index_space, k)
         faiss.omp_set_num_threads(loaded.lone_search_threads)
         space.set_index_parameters(loaded.index, space.n_combinations() - 1)  # warm up on the widest search
         loaded.index.search(queries_in_index_space[:BATCH_QUERIES], k)
-        hits, batch_seconds = _batched_sweep(loaded, space, queries_in_index_space, truth, k)
-        single_seconds = _single_query_seconds(loaded, space, queries_in_index_space[:SINGLE_QUERY_SAMPLE], k)
+        hits, batch_seconds = _batched_sweep(loaded, space, queries_in_index_space, truth, k, function)
+        single_seconds = _single_query_seconds(loaded, space, queries_in_index_space[:SINGLE_QUERY_SAMPLE], k,
+                                               function)
         recall = hits / (len(raw_queries) * k)
         picked, target_met, pareto = _pick(space, recall, batch_seconds.sum(axis=0), target_recall)
         space.set_index_parameters(loaded.index, picked)

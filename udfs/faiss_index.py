@@ -56,6 +56,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from udfs import progress
 from udfs import staging as staging_dirs
 from udfs.context import CatalogContext
 from udfs.metrics import ANN_SEARCH_SECONDS
@@ -92,6 +93,8 @@ DEFAULT_TRAIN_SAMPLE = 100_000
 # spin-waiting cost more than they save (IVF-PQ training on 2000 x 384: 0.2 s with 1 thread,
 # 7 s with 2 on a 2-core machine).
 BUILD_VECTORS_PER_THREAD = 50_000
+#: Vectors per add call of a build (not HNSW), so a long add reports progress between batches.
+ADD_BATCH_ROWS = 100_000
 # OPQ trains an internal 8-bit PQ (256 centroids per sub-space) whatever pq_nbits is.
 OPQ_MIN_TRAIN = TRAIN_POINTS_PER_CENTROID * 256
 RESOURCE_KEY = "faiss.loaded_index"
@@ -522,8 +525,16 @@ def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.
         sample = np.random.default_rng(plan.build_parameters["seed"]).choice(
             len(vectors), plan.train_size, replace=False
         )
-        index.train(vectors[np.sort(sample)])
-    index.add_with_ids(vectors, store.ids)
+        with progress.stage(f"faiss_build: training {plan.family}", total=plan.train_size, unit="vectors") as step:
+            index.train(vectors[np.sort(sample)])
+            step.advance(plan.train_size)
+    # HNSW is added in one call: its graph depends on how vectors are batched.  Other families
+    # encode each vector on its own, so adding in batches builds the same index.
+    batch = len(vectors) if plan.family == "hnsw" else max(1, ADD_BATCH_ROWS)
+    with progress.stage(f"faiss_build: adding to {plan.family}", total=len(vectors), unit="vectors") as step:
+        for start in range(0, len(vectors), batch):
+            index.add_with_ids(vectors[start : start + batch], store.ids[start : start + batch])
+            step.advance(len(vectors[start : start + batch]))
     if plan.search_parameters:
         faiss.ParameterSpace().set_index_parameters(index, plan.search_parameters)
     return index
@@ -563,7 +574,8 @@ def build_index(
     catalog_dir = Path(catalog_dir)
     options = BuildOptions.from_mapping(params)
     started = time.perf_counter()
-    store = read_store(catalog_dir)
+    with progress.stage("faiss_build: reading the store"):
+        store = read_store(catalog_dir)
     plan = plan_index(family, len(store.ids), store.vectors.shape[1], options)
     logger.info(
         "faiss_build: building %s (%s) over %d vectors: %s",
@@ -600,7 +612,8 @@ def build_index(
     staging_dirs.remove_abandoned(versions)
     staging = staging_dirs.create(versions)
     try:
-        _write_version_files(staging, index, store, manifest)
+        with progress.stage(f"faiss_build: writing version {version}"):
+            _write_version_files(staging, index, store, manifest)
         staging_dirs.release(staging)
         staging.rename(versions / version)
     except BaseException:

@@ -1,8 +1,12 @@
-"""Progress of a long ingest: a progress bar on a terminal, a log line every few seconds elsewhere.
+"""Progress of long work: a progress bar on a terminal, a log line every few seconds elsewhere.
 
 Chunking and embedding run inside DuckDB statements, in UDF calls, so the UDFs report what
 they did (:func:`advance`) to the tracker that ``bootstrap.ingest`` opened (:func:`tracking`);
 with no tracker open (a user's own ``SELECT embed_chunk(...)``) reporting does nothing.
+
+Other long work (FAISS builds, autotune sweeps) runs in Python and opens a named stage
+(:func:`stage`): a start line, then a bar or periodic lines as it advances, then a done line.
+Slow statements of a SQL script are logged by :func:`statement_done`.
 """
 
 from __future__ import annotations
@@ -98,8 +102,90 @@ def tracking(files_listed: int, bar: bool | None = None) -> Iterator[IngestProgr
             _current = previous
 
 
+def bar_shown() -> bool:
+    """Whether the open ingest tracker draws a tqdm bar (DuckDB's own bar should stay off then)."""
+    progress = _current
+    return progress is not None and progress._bar_wanted
+
+
 def advance(name: str, count: int) -> None:
     """Report ``count`` more of ``name`` to the open tracker, if any."""
     progress = _current
     if progress is not None and count:
         progress.advance(name, count)
+
+
+class StageProgress:
+    """One named stage of long work: ``advance`` once per batch or step, never per row."""
+
+    def __init__(self, name: str, total: int | None, unit: str, bar: bool) -> None:
+        self.name = name
+        self.total = total
+        self.unit = unit
+        self.done = 0
+        self._lock = threading.Lock()
+        self._started = self._last_logged = time.monotonic()
+        if total is not None:
+            logger.info("%s: started (%d %s)", name, total, unit)
+        else:
+            # A step with no count (reading, writing) is logged only once it proves slow, in close.
+            logger.debug("%s: started", name)
+        self._bar: Any = None
+        if bar and total is not None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(desc=name, unit=f" {unit}", total=total, leave=False)
+
+    def advance(self, count: int = 1) -> None:
+        with self._lock:
+            self.done += count
+            if self._bar is not None:
+                self._bar.update(count)
+                return
+            now = time.monotonic()
+            if now - self._last_logged >= PROGRESS_INTERVAL_S:
+                self._last_logged = now
+                logger.info("%s: %s (%.0f s)", self.name, self._count(), now - self._started)
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total} {self.unit}" if self.total is not None else f"{self.done} {self.unit}"
+
+    def close(self, failed: bool = False) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        elapsed = time.monotonic() - self._started
+        if self.total is None and elapsed < PROGRESS_INTERVAL_S:
+            logger.debug("%s: %s (%.1f s)", self.name, "stopped" if failed else "done", elapsed)
+        elif failed:
+            logger.info("%s: stopped after %s (%.1f s)", self.name, self._count(), elapsed)
+        elif self.total is not None:
+            logger.info("%s: done, %s (%.1f s)", self.name, self._count(), elapsed)
+        else:
+            logger.info("%s: done (%.1f s)", self.name, elapsed)
+
+
+@contextlib.contextmanager
+def stage(name: str, total: int | None = None, unit: str = "steps",
+          bar: bool | None = None) -> Iterator[StageProgress]:
+    """Report one stage of long work; a bar (when ``total`` is known) on a terminal, log lines elsewhere.
+
+    With ``total`` the stage logs a start line, a line every :data:`PROGRESS_INTERVAL_S` seconds and
+    a done line; without, it logs one line when it ends, and only if it took that long.
+
+    ``bar`` defaults to whether stderr is a terminal and no ingest tracker is drawing its own bar.
+    """
+    wanted = (sys.stderr.isatty() and not bar_shown()) if bar is None else bar
+    progress = StageProgress(name, total, unit, wanted)
+    try:
+        yield progress
+    except BaseException:
+        progress.close(failed=True)
+        raise
+    progress.close()
+
+
+def statement_done(script: str, number: int, statements: int, seconds: float) -> None:
+    """Log a statement of a SQL script that ran at least :data:`PROGRESS_INTERVAL_S` seconds."""
+    if seconds >= PROGRESS_INTERVAL_S:
+        logger.info("%s: statement %d of %d done (%.1f s)", script, number, statements, seconds)
