@@ -64,9 +64,6 @@ CATALOG_DB = "catalog.duckdb"
 STORE_DIR = "store"
 #: Store versions kept besides CURRENT, so an index built on the previous store can still be audited.
 STORE_VERSIONS_KEPT = 2
-#: Directory names of setting ingest_exclude's default (bench copies skip them).  Ingest itself
-#: matches .gitignore files and that setting (udfs/ignore.py), never directory names of its own.
-IGNORED_DIRECTORIES = tuple(pattern.rstrip("/") for pattern in ignore.DEFAULT_EXCLUDE)
 DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_CHUNK_CHARS = 1200
 #: The demo's XTR lens: lens queries and chunks drawn besides their pooled ones (see evaluate_demo).

@@ -44,7 +44,7 @@ import duckdb  # noqa: E402  (needs the path above)
 
 import bootstrap  # noqa: E402
 from codeintel.corpus import blank_docstrings  # noqa: E402
-from udfs import explain  # noqa: E402
+from udfs import explain, ignore  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "eval"
 BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
@@ -60,7 +60,7 @@ def stripped_copy(stdlib: Path, destination: Path, packages: tuple[str, ...] = b
     shutil.rmtree(destination, ignore_errors=True)
     for package in packages:
         shutil.copytree(stdlib / package, destination / package,
-                        ignore=shutil.ignore_patterns("__pycache__", *bootstrap.IGNORED_DIRECTORIES))
+                        ignore=shutil.ignore_patterns(*(pattern.rstrip("/") for pattern in ignore.DEFAULT_EXCLUDE)))
     for path in destination.rglob("*.py"):
         stripped = blank_docstrings(path.read_text(encoding="utf-8"))
         ast.parse(stripped)  # still valid Python

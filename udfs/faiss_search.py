@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from udfs.context import CatalogContext
 from udfs.faiss_index import DEFAULT_SETTINGS, LoadedIndex, build_index, build_settings, load_current
 from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS, TOPK_EXACT_FALLBACK
-from udfs.registry import UdfError, UdfSpec
+from udfs.registry import UdfError, UdfSpec, combined
 
 # DEFAULT_SETTINGS is re-exported: bootstrap collects it from every UDF family module.
 __all__ = ["DEFAULT_SETTINGS", "REGISTRY", "exact_rerank", "faiss_topk"]
@@ -49,10 +49,6 @@ _SCORE_BLOCK = 65_536
 # Scores held at once by the exact fallback of faiss_topk (queries x stored vectors): 64 MiB
 # of float32, so a batch of short rows over a large store is scored a few queries at a time.
 _FALLBACK_SCORES = 1 << 24
-
-
-def _combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _query_matrix(queries: pa.ListArray, dimension: int, function: str) -> tuple[np.ndarray, np.ndarray]:
@@ -159,8 +155,8 @@ def _hits_array(
 
 def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) -> pa.Array:
     loaded = load_current(context)
-    matrix, q_present = _query_matrix(_combined(q), loaded.dimension, "faiss_topk")
-    k_values, k_present = _k_values(_combined(k), "faiss_topk")
+    matrix, q_present = _query_matrix(combined(q), loaded.dimension, "faiss_topk")
+    k_values, k_present = _k_values(combined(k), "faiss_topk")
     present = q_present & k_present
     if not k_present.all():
         matrix = matrix[k_present[q_present]]
@@ -248,10 +244,10 @@ def exact_rerank(
 ) -> pa.Array:
     started = time.perf_counter()
     loaded = load_current(context)
-    candidates = _combined(candidate_ids)
-    codes, metric_present = _metric_codes(_combined(metric))
-    matrix, q_present = _query_matrix(_combined(q), loaded.dimension, "exact_rerank")
-    k_values, k_present = _k_values(_combined(k), "exact_rerank")
+    candidates = combined(candidate_ids)
+    codes, metric_present = _metric_codes(combined(metric))
+    matrix, q_present = _query_matrix(combined(q), loaded.dimension, "exact_rerank")
+    k_values, k_present = _k_values(combined(k), "exact_rerank")
     present = q_present & k_present & metric_present & candidates.is_valid().to_numpy(zero_copy_only=False)
 
     row_queries = np.zeros((len(present), loaded.dimension), dtype=np.float32)

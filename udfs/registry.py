@@ -14,10 +14,16 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import duckdb
+import pyarrow as pa
 
 from udfs.context import CatalogContext
 
 TypeSpec = str | Callable[[CatalogContext], str]
+
+
+def combined(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One Arrow array for a UDF argument: DuckDB may hand an arrow UDF a chunked one."""
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 class UdfError(ValueError):

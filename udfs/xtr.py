@@ -71,7 +71,7 @@ from udfs.embedding import (
     load_tokenizer,
 )
 from udfs.evaluation import catalog_versions
-from udfs.registry import UdfError, UdfSpec
+from udfs.registry import UdfError, UdfSpec, combined
 
 logger = logging.getLogger("codeintel.xtr")
 
@@ -391,7 +391,7 @@ SUMMARY_TYPE = ("STRUCT(dev_chunks BIGINT, dev_tokens BIGINT, queries BIGINT, xt
 
 def _single_list(argument: pa.Array | pa.ChunkedArray) -> pa.StructArray:
     """The struct rows of a one-row list argument; no rows for a NULL list (``list()`` over no rows)."""
-    array = argument.combine_chunks() if isinstance(argument, pa.ChunkedArray) else argument
+    array = combined(argument)
     if len(array) != 1:
         raise UdfError("xtr_build_lens: call it once, with lists aggregated over the whole split and query set "
                        "(see sql/build_xtr.sql), not once per row")
