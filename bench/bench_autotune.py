@@ -1,6 +1,6 @@
 """Autotune: time to tune, and what the picked point gives on queries it never saw.
 
-Data: ``tests/conftest.py:synthetic_chunks(n + FRESH_POOL, 384, clusters, seed)``, clustered
+Data: ``codeintel/synthetic.py:synthetic_chunks(n + FRESH_POOL, 384, clusters, seed)``, clustered
 unit-norm vectors; the first n rows are the store, imported as a catalog under
 ``bench/results/autotune/`` and indexed as IVF-Flat (``nlist`` = 4 sqrt(n), the build's
 default nprobe=16), the other FRESH_POOL rows are fresh queries from the same clusters that
@@ -8,7 +8,7 @@ autotune never sees.  Vectors, catalog and index are made once and reused (``--r
 
 Per size:
 
-1. Time to tune: ``udfs.autotune.tune`` (k=10, target recall 0.95, 1000 held-out queries,
+1. Time to tune: autotune's ``tune`` (k=10, target recall 0.95, 1000 held-out queries,
    the defaults of ``faiss_autotune()``) on a freshly loaded index, ``--runs`` times; median.
 2. On the fresh queries (exact truth by ``faiss.knn``), recall@10 and per-query latency with
    one FAISS thread as served (batched: 64 queries per call, median of 3 passes; single: one
@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -45,19 +44,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
 
-import bootstrap  # noqa: E402
-from udfs import autotune, faiss_index  # noqa: E402
-from udfs.context import CatalogContext  # noqa: E402
+from bench import adapters  # noqa: E402
+from bench.common import DIM, RESULTS, K, log, processor_name  # noqa: E402
+from bench.datasets import synthetic_catalog_with_fresh_queries  # noqa: E402
+from bench.render import write_section  # noqa: E402
 
-PROJECT = Path(__file__).resolve().parent.parent
-RESULTS = PROJECT / "bench" / "results"
 WORK = RESULTS / "autotune"
-BENCHMARKS = PROJECT / "BENCHMARKS.md"
 SECTION = "## Autotune"
-DIM = 384
-K = 10
 TARGET_RECALL = 0.95
 FRESH_POOL = 1000
 SINGLE_QUERIES = 200
@@ -65,46 +59,25 @@ BATCHED_PASSES = 3
 MANUAL_GRID_POINTS = 40
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def dataset(n: int, clusters: int, seed: int) -> tuple[Path, np.ndarray]:
     """The catalog of the first n synthetic rows (imported once) and the fresh query vectors."""
-    directory = WORK / f"synthetic_{n}_d{DIM}_c{clusters}_s{seed}"
-    fresh_path = directory / "fresh_queries.npy"
-    catalog = directory / "catalog"
-    if not fresh_path.exists():
-        from tests.conftest import synthetic_chunks
-
-        log(f"generating {n} + {FRESH_POOL} synthetic vectors ({clusters} clusters, seed {seed})")
-        directory.mkdir(parents=True, exist_ok=True)
-        table = synthetic_chunks(n + FRESH_POOL, DIM, clusters, seed)
-        pq.write_table(table.slice(0, n), directory / "chunks.parquet")
-        fresh = table.column("embedding").combine_chunks().flatten().to_numpy()[n * DIM :].reshape(-1, DIM)
-        np.save(fresh_path, np.ascontiguousarray(fresh, dtype=np.float32))
-        del table
-        gc.collect()
-    if bootstrap.current_store(catalog) is None:
-        log(f"importing the store into {catalog}")
-        bootstrap.import_chunks(directory / "chunks.parquet", catalog)
-    return catalog, np.load(fresh_path)
+    return synthetic_catalog_with_fresh_queries(WORK / f"synthetic_{n}_d{DIM}_c{clusters}_s{seed}", n, FRESH_POOL,
+                                                clusters, seed)
 
 
 def ensure_index(catalog: Path, rebuild: bool) -> dict[str, Any]:
-    current = faiss_index.current_version(catalog)
+    current = adapters.current_version(catalog)
     if current is not None and not rebuild:
-        return json.loads((catalog / "index" / "versions" / current / "manifest.json").read_text())
+        return json.loads((catalog / "index" / "versions" / current / adapters.MANIFEST_FILE).read_text())
     log(f"building IVF-Flat over {catalog}")
-    manifest = faiss_index.build_index(catalog, "ivf_flat")
+    manifest = adapters.build_faiss_index(catalog, "ivf_flat")
     log(f"built {manifest['factory']} in {manifest['build_seconds']} s")
     return manifest
 
 
-def fresh_load(catalog: Path) -> tuple[faiss_index.LoadedIndex, float]:
+def fresh_load(catalog: Path) -> tuple[adapters.LoadedIndex, float]:
     started = time.perf_counter()
-    context = CatalogContext(catalog_dir=catalog, settings=dict(faiss_index.DEFAULT_SETTINGS))
-    loaded = faiss_index.load_current(context)
+    loaded = adapters.load_current(adapters.catalog_context(catalog))
     return loaded, time.perf_counter() - started
 
 
@@ -112,18 +85,18 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return sum(len(set(row) & set(expected)) for row, expected in zip(found, truth, strict=True)) / truth.size
 
 
-def batched_pass(loaded: faiss_index.LoadedIndex, queries: np.ndarray) -> tuple[float, np.ndarray]:
-    """ms per query searching ``queries`` :data:`autotune.BATCH_QUERIES` per call, and the labels found."""
+def batched_pass(loaded: adapters.LoadedIndex, queries: np.ndarray) -> tuple[float, np.ndarray]:
+    """ms per query searching ``queries`` in autotune's batches (``TUNE_BATCH_QUERIES`` per call), and the labels."""
     found, seconds = [], 0.0
-    for start in range(0, len(queries), autotune.BATCH_QUERIES):
+    for start in range(0, len(queries), adapters.TUNE_BATCH_QUERIES):
         started = time.perf_counter()
-        _, labels = loaded.index.search(queries[start : start + autotune.BATCH_QUERIES], K)
+        _, labels = loaded.index.search(queries[start : start + adapters.TUNE_BATCH_QUERIES], K)
         seconds += time.perf_counter() - started
         found.append(labels)
     return 1000 * seconds / len(queries), np.vstack(found)
 
 
-def measure(loaded: faiss_index.LoadedIndex, points: list[str], queries: np.ndarray,
+def measure(loaded: adapters.LoadedIndex, points: list[str], queries: np.ndarray,
             truth: np.ndarray) -> dict[str, dict[str, Any]]:
     """Recall@K and ms per query at each parameter string, with one FAISS thread as served.
 
@@ -152,7 +125,7 @@ def measure(loaded: faiss_index.LoadedIndex, points: list[str], queries: np.ndar
     }
 
 
-def manual_sweep(loaded: faiss_index.LoadedIndex, nlist: int, picked_nprobe: int, queries: np.ndarray,
+def manual_sweep(loaded: adapters.LoadedIndex, nlist: int, picked_nprobe: int, queries: np.ndarray,
                  truth: np.ndarray) -> list[dict[str, Any]]:
     """Recall of every nprobe of a dense geometric grid up to 4x the pick, the pick's among them
     (one batched pass each, a first latency figure)."""
@@ -182,7 +155,7 @@ def tuning_runs(catalog: Path, n: int, args: argparse.Namespace) -> list[dict[st
     for run in range(args.runs):
         loaded, load_seconds = fresh_load(catalog)
         started = time.perf_counter()
-        result = autotune.tune(loaded, k=K, target_recall=TARGET_RECALL, function="bench_autotune")
+        result = adapters.tune(loaded, k=K, target_recall=TARGET_RECALL, function="bench_autotune")
         seconds = time.perf_counter() - started
         log(f"n={n} run {run + 1}: tuned in {seconds:.1f} s (load {load_seconds:.1f} s): {result.note}")
         tunes.append({"seconds": seconds, "load_seconds": load_seconds, "picked": result.picked.parameters,
@@ -223,16 +196,6 @@ def run_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                     "faiss": faiss.__version__},
         "measured_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def processor_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def markdown(results: list[dict[str, Any]]) -> str:
@@ -294,15 +257,6 @@ def markdown(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def update_benchmarks_md(section: str) -> None:
-    """Replace (or append) the autotune section of BENCHMARKS.md, keeping every other section."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
-    replaced, count = pattern.subn(lambda _match: section.rstrip("\n") + "\n\n", text)
-    text = replaced if count else text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS.write_text(text.rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000], help="store sizes (default 200000)")
@@ -322,7 +276,7 @@ def main() -> None:
         results = sorted((json.loads(path.read_text()) for path in RESULTS.glob("autotune_*.json")),
                          key=lambda result: result["n"])
         section = markdown(results)
-        update_benchmarks_md(section)
+        write_section(section, SECTION)
         print(section)
 
 

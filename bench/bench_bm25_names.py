@@ -12,18 +12,20 @@ Writes the "BM25 and chunk names" section of BENCHMARKS.md.  Run from the reposi
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import sys
-import sysconfig
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import bootstrap  # noqa: E402
-from bench.bench_eval import stripped_copy, write_section  # noqa: E402
+from bench import adapters  # noqa: E402
+from bench.common import RESULTS as ALL_RESULTS  # noqa: E402
+from bench.datasets import stdlib_root, stripped_copy  # noqa: E402
+from bench.render import write_section  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "bm25_names"
+RESULTS = ALL_RESULTS / "bm25_names"
 DEV_PACKAGES = ("email", "xml", "asyncio", "importlib", "multiprocessing", "html", "xmlrpc", "unittest")
 REPEATS = (0, 1, 2, 4, 6, 8, 12, 16)
 SECTION_TITLE = "## BM25 and chunk names (bench/bench_bm25_names.py)"
@@ -38,18 +40,18 @@ SELECT coalesce(sum(1.0 / rank), 0) / (SELECT count(DISTINCT query_id) FROM judg
 
 def measure(repo: Path, packages: tuple[str, ...], catalog: Path, stdlib: Path) -> dict[int, float]:
     shutil.rmtree(catalog, ignore_errors=True)
-    bootstrap.ingest(repo, catalog, include=[f"{package}/**" for package in packages])
-    connection = bootstrap.connect(catalog)
+    adapters.ingest(repo, catalog, include=[f"{package}/**" for package in packages])
+    connection = adapters.connect(catalog)
     try:
-        queries_file, qrels_file, _, _ = bootstrap.run_script(
-            connection, bootstrap.SQL_DIR / "export_docstring_queries.sql",
+        queries_file, qrels_file, _, _ = adapters.run_script(
+            connection, adapters.SQL_DIR / "export_docstring_queries.sql",
             {"repo_root": str(stdlib) + os.sep}).fetchone()
-        bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+        adapters.run_script(connection, adapters.SQL_DIR / "load_queries.sql",
                              {"queries_path": queries_file, "qrels_path": qrels_file})
-        bootstrap.apply_views(connection, catalog)
+        adapters.apply_views(connection, catalog)
         scores = {}
         for repeats in REPEATS:
-            bootstrap.build_bm25_index(connection, repeats)
+            adapters.build_bm25_index(connection, repeats)
             scores[repeats] = connection.execute(MRR_SQL).fetchone()[0]
             print(f"{catalog.name} repeats={repeats}: MRR@10 {scores[repeats]:.3f}", file=sys.stderr)
         return scores
@@ -58,10 +60,12 @@ def measure(repo: Path, packages: tuple[str, ...], catalog: Path, stdlib: Path) 
 
 
 def main() -> None:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    assert not set(DEV_PACKAGES) & set(bootstrap.DEMO_PACKAGES)
+    # No options: the parser gives --help a description instead of a run.
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
+    stdlib = stdlib_root()
+    assert not set(DEV_PACKAGES) & set(adapters.DEMO_PACKAGES)
     dev = measure(stripped_copy(stdlib, RESULTS / "dev_src", DEV_PACKAGES), DEV_PACKAGES, RESULTS / "dev", stdlib)
-    evaluation = measure(stripped_copy(stdlib, RESULTS / "eval_src"), bootstrap.DEMO_PACKAGES, RESULTS / "eval", stdlib)
+    evaluation = measure(stripped_copy(stdlib, RESULTS / "eval_src"), adapters.DEMO_PACKAGES, RESULTS / "eval", stdlib)
     pick = max(REPEATS, key=lambda repeats: (round(dev[repeats], 3), -repeats))
     lines = [
         SECTION_TITLE, "",

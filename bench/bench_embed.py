@@ -18,7 +18,6 @@ import os
 import random
 import statistics
 import sys
-import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ import tokenizers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from udfs import embedding  # noqa: E402  (needs the path above)
+from bench.datasets import stdlib_code_pieces  # noqa: E402  (needs the path above)
+from udfs import embedding  # noqa: E402
 from udfs.context import CatalogContext  # noqa: E402
 from udfs.embedding import (  # noqa: E402
     DEFAULT_MAX_TOKENS,
@@ -42,29 +42,6 @@ from udfs.static_embedder import StaticEmbedder  # noqa: E402
 
 PIECE_CHARS = 1200
 BATCH_SIZES = (16, 32, 64)
-
-
-def stdlib_code_pieces(piece_chars: int) -> list[str]:
-    """Every stdlib .py file cut at line ends into pieces of about ``piece_chars``."""
-    pieces = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue  # a few test fixtures are deliberately undecodable
-        piece: list[str] = []
-        size = 0
-        for line in text.splitlines(keepends=True):
-            piece.append(line)
-            size += len(line)
-            if size >= piece_chars:
-                pieces.append("".join(piece))
-                piece, size = [], 0
-        if piece and not "".join(piece).isspace():
-            pieces.append("".join(piece))
-    return pieces
 
 
 def padding_share(token_counts: np.ndarray, batch_size: int, sort_by_length: bool) -> float:

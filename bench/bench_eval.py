@@ -1,6 +1,6 @@
 """Docstring-to-function retrieval on the demo store: quality per channel and pool-writing cost.
 
-The store is the demo's (``bootstrap.DEMO_PACKAGES`` of this Python's standard library);
+The store is the demo's (``DEMO_PACKAGES`` of this Python's standard library);
 the query set is ``sql/export_docstring_queries.sql``: each function's first docstring
 sentence asks for that function's chunk.  Measured twice:
 
@@ -26,14 +26,12 @@ the hybrid channel is measured with ``sql/tune_fusion.sql`` (see the section it 
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import platform
 import re
 import shutil
 import statistics
 import sys
-import sysconfig
 import time
 from pathlib import Path
 from typing import Any
@@ -42,12 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402  (needs the path above)
 
-import bootstrap  # noqa: E402
-from codeintel.corpus import blank_docstrings  # noqa: E402
-from udfs import explain, ignore  # noqa: E402
+from bench import adapters  # noqa: E402
+from bench.common import RESULTS as ALL_RESULTS  # noqa: E402
+from bench.datasets import stdlib_root, stripped_copy  # noqa: E402
+from bench.render import write_section  # noqa: E402
+from udfs import explain  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results" / "eval"
-BENCHMARKS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+RESULTS = ALL_RESULTS / "eval"
 SECTION_TITLE = "## Evaluation: docstring-to-function retrieval (bench/bench_eval.py)"
 #: (faiss_weight, bm25_weight) of the hybrid runs.
 HYBRID_WEIGHTS = ((1.0, 1.0), (0.5, 1.0), (0.25, 1.0), (1.0, 0.5))
@@ -55,28 +54,15 @@ CHANNELS = ("faiss", "bm25", "hybrid")
 EMBEDDERS = ("static-code", "minilm")
 
 
-def stripped_copy(stdlib: Path, destination: Path, packages: tuple[str, ...] = bootstrap.DEMO_PACKAGES) -> Path:
-    """``packages`` (by default the demo's) copied to ``destination`` with their docstrings blanked out."""
-    shutil.rmtree(destination, ignore_errors=True)
-    for package in packages:
-        shutil.copytree(stdlib / package, destination / package,
-                        ignore=shutil.ignore_patterns(*(pattern.rstrip("/") for pattern in ignore.DEFAULT_EXCLUDE)))
-    for path in destination.rglob("*.py"):
-        stripped = blank_docstrings(path.read_text(encoding="utf-8"))
-        ast.parse(stripped)  # still valid Python
-        path.write_text(stripped, encoding="utf-8")
-    return destination
-
-
 def prepare(repo: Path, catalog: Path, settings: dict[str, Any]) -> float:
     """Ingest (timed, seconds) and a flat index; an unchanged store is kept, so time a fresh catalog."""
-    include = [f"{package}/**" for package in bootstrap.DEMO_PACKAGES]
+    include = [f"{package}/**" for package in adapters.DEMO_PACKAGES]
     started = time.perf_counter()
-    result = bootstrap.ingest(repo, catalog, include=include, settings=settings)
+    result = adapters.ingest(repo, catalog, include=include, settings=settings)
     seconds = time.perf_counter() - started
     print(f"{catalog.name}: {result.manifest['chunk_count']} chunks "
           f"({'unchanged' if result.unchanged else 'ingested'} in {seconds:.1f} s)", file=sys.stderr)
-    bootstrap.build_index(catalog, "flat", settings=settings)
+    adapters.build_index(catalog, "flat", settings=settings)
     return seconds
 
 
@@ -117,37 +103,37 @@ def evaluate(catalog: Path, stdlib: Path, runs: int, settings: dict[str, Any]
     """Quality rows of sql/report_eval.sql, seconds per 1,000 queries per channel, the query count,
     and the measured fusion: tuned on the whole set (optimistic) and cross-fitted (tuned on one
     half of the queries, measured on the other, both ways)."""
-    connection = bootstrap.connect(catalog, settings=settings)
+    connection = adapters.connect(catalog, settings=settings)
     try:
-        bootstrap.build_bm25_index(connection)
-        queries_file, qrels_file, queries, _ = bootstrap.run_script(
-            connection, bootstrap.SQL_DIR / "export_docstring_queries.sql",
+        adapters.build_bm25_index(connection)
+        queries_file, qrels_file, queries, _ = adapters.run_script(
+            connection, adapters.SQL_DIR / "export_docstring_queries.sql",
             {"repo_root": str(stdlib) + os.sep}).fetchone()
         halves = split_query_set(queries_file, qrels_file, catalog / "eval" / "halves")
         fusion: dict[str, Any] = {"held_out": []}
         for tune, test in ((halves[0], halves[1]), (halves[1], halves[0])):
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+            adapters.run_script(connection, adapters.SQL_DIR / "load_queries.sql",
                                  {"queries_path": tune[0], "qrels_path": tune[1]})
-            tuned = run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "tune_fusion.sql"))[0]
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+            tuned = run_relation(adapters.run_script(connection, adapters.SQL_DIR / "tune_fusion.sql"))[0]
+            adapters.run_script(connection, adapters.SQL_DIR / "load_queries.sql",
                                  {"queries_path": test[0], "qrels_path": test[1]})
-            run_ids = {channel: bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql",
+            run_ids = {channel: adapters.run_script(connection, adapters.SQL_DIR / "write_pool.sql",
                                                      {"channel": channel}).fetchone()[0]
                        for channel in CHANNELS}
-            bootstrap.apply_views(connection, catalog)
+            adapters.apply_views(connection, catalog)
             fusion["held_out"].append({"tuned": tuned, **{c: run_metrics(connection, r) for c, r in run_ids.items()}})
-        bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql",
+        adapters.run_script(connection, adapters.SQL_DIR / "load_queries.sql",
                              {"queries_path": queries_file, "qrels_path": qrels_file})
-        fusion["whole_set"] = run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "tune_fusion.sql"))[0]
+        fusion["whole_set"] = run_relation(adapters.run_script(connection, adapters.SQL_DIR / "tune_fusion.sql"))[0]
         for parameters in pool_parameters():
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", parameters)
+            adapters.run_script(connection, adapters.SQL_DIR / "write_pool.sql", parameters)
         # The hybrid run with the whole-set profile (no weights given): what write_pool.sql does by default.
-        bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", {"channel": "hybrid"})
+        adapters.run_script(connection, adapters.SQL_DIR / "write_pool.sql", {"channel": "hybrid"})
         costs = {channel: 1000 * pool_seconds(connection, channel, runs) / queries for channel in CHANNELS}
-        bootstrap.apply_views(connection, catalog)
+        adapters.apply_views(connection, catalog)
         # The cross-fitting runs answered half the queries each: their rows belong to the fusion table.
         half_runs = {half[channel]["run_id"] for half in fusion["held_out"] for channel in CHANNELS}
-        quality = [row for row in run_relation(bootstrap.run_script(connection, bootstrap.SQL_DIR / "report_eval.sql"))
+        quality = [row for row in run_relation(adapters.run_script(connection, adapters.SQL_DIR / "report_eval.sql"))
                    if row["run_id"] not in half_runs]
         return quality, costs, queries, fusion
     finally:
@@ -160,7 +146,7 @@ def pool_seconds(connection: duckdb.DuckDBPyConnection, channel: str, runs: int)
         for cache in (explain.identifier_terms, explain.chunk_structure, explain.query_match_terms):
             cache.cache_clear()
         started = time.perf_counter()
-        bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", {"channel": channel})
+        adapters.run_script(connection, adapters.SQL_DIR / "write_pool.sql", {"channel": channel})
         timings.append(time.perf_counter() - started)
     return statistics.median(timings)
 
@@ -199,17 +185,6 @@ def fusion_table(fusions: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     return lines
 
 
-def write_section(text: str, title: str = SECTION_TITLE) -> None:
-    """Replace the section ``title`` of BENCHMARKS.md (or append it), keeping the others."""
-    existing = BENCHMARKS.read_text() if BENCHMARKS.exists() else "# Benchmarks\n"
-    pattern = re.compile(re.escape(title) + r"\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(existing):
-        updated = pattern.sub(lambda _: text, existing)
-    else:
-        updated = existing.rstrip("\n") + "\n\n" + text
-    BENCHMARKS.write_text(updated)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed pool writes per channel (median)")
@@ -217,7 +192,7 @@ def main() -> None:
                         help="embed_model values measured side by side (default: static-code minilm)")
     parser.add_argument("--stores", nargs="+", default=["stripped", "original"], choices=["stripped", "original"])
     args = parser.parse_args()
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    stdlib = stdlib_root()
     RESULTS.mkdir(parents=True, exist_ok=True)
     repos = {"stripped": stripped_copy(stdlib, RESULTS / "stripped_src"), "original": stdlib}
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -243,7 +218,7 @@ def main() -> None:
     section = "\n".join([
         SECTION_TITLE, "",
         f"Command: `.venv/bin/python bench/bench_eval.py --embedders {' '.join(args.embedders)}`. "
-        f"{queries} queries (first docstring sentences of {', '.join(bootstrap.DEMO_PACKAGES)} from Python "
+        f"{queries} queries (first docstring sentences of {', '.join(adapters.DEMO_PACKAGES)} from Python "
         f"{platform.python_version()}'s standard library), each answered by its function's chunk (grade 2 for "
         "the chunk of the `def` line, 1 for the rest of the body); flat FAISS index over each embedder's "
         "vectors, BM25 over `code_terms`, hybrid = weighted RRF over each channel's top 100. "
@@ -263,7 +238,7 @@ def main() -> None:
         f"{os.cpu_count()} cores, duckdb {duckdb.__version__}:", "",
         *cost_lines, "",
     ])
-    write_section(section)
+    write_section(section, SECTION_TITLE)
     print(section)
 
 

@@ -3,10 +3,10 @@
 bench_search.py's default set is clustered vectors with isotropic noise: product
 quantization's worst case (every direction carries equal noise, so 8-dimension sub-quantizers
 resolve little).  Real sentence embeddings are far from isotropic.  This script also draws the
-set of ``bench_search.real_spectrum_vectors`` (cluster centres and offsets with the mean and
+set of ``bench.datasets.real_spectrum_vectors`` (cluster centres and offsets with the mean and
 covariance of the demo store's MiniLM vectors; ``bench_search.py --noise real-spectrum`` runs it
 through SQL and against vss), and runs both sets through the IVF families
-``auto`` could pick at this size, built from ``udfs.faiss_index.plan_index`` factory strings on
+``auto`` could pick at this size, built from ``plan_index`` factory strings (``bench.adapters``) on
 the same training sample.  Direct ``index.search`` on 2 OpenMP threads, no SQL: bench_search.py
 shows faiss_topk within 1.00-1.11x of it at 1M.  For each family the cheapest setting (nprobe,
 and k_factor_rf for the refine) with recall@10 >= 0.95 wins; QPS is the median of 3 runs.
@@ -27,36 +27,28 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_search  # noqa: E402
+from bench import adapters  # noqa: E402
+from bench.common import DIM, RECALL_TARGET, RESULTS, K, log  # noqa: E402
+from bench.datasets import real_spectrum_vectors, synthetic_dataset  # noqa: E402
+from bench.render import table  # noqa: E402
+from codeintel.synthetic import SYNTHETIC_SEED  # noqa: E402
 
-from tests.conftest import SYNTHETIC_SEED  # noqa: E402
-from udfs import faiss_index  # noqa: E402
-
-PROJECT = Path(__file__).resolve().parent.parent
-DIM = 384
-K = 10
 QUERIES = 2000
 CLUSTERS = 256
-RECALL_TARGET = 0.95
 FAMILIES = ("ivf_flat", "ivf_sq", "ivf_pq_refine")
 NPROBES = (4, 6, 8, 12, 16, 24, 32)
 REFINE_K_FACTORS = (4, 8, 16, 32, 64, 128, 256)
 TRAIN_SAMPLE = 160_000
 
 
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def datasets(n: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    spectrum, note = bench_search.real_spectrum_vectors(n + QUERIES, CLUSTERS, seed)
-    isotropic = bench_search.synthetic_dataset(n, CLUSTERS, SYNTHETIC_SEED)
+    spectrum, note = real_spectrum_vectors(n + QUERIES, CLUSTERS, seed)
+    isotropic = synthetic_dataset(n, CLUSTERS, SYNTHETIC_SEED)
     return {
         "real-spectrum": (spectrum[:n], spectrum[n:], note),
         "bench_search": (np.ascontiguousarray(isotropic.vectors, dtype=np.float32), isotropic.queries(QUERIES),
-                         "bench_search.py's set: 256 clusters with isotropic noise (tests/conftest.py)"),
+                         "bench_search.py's set: 256 clusters with isotropic noise (codeintel/synthetic.py)"),
     }
 
 
@@ -88,7 +80,7 @@ def run(n: int, seed: int) -> list[dict[str, object]]:
         del exact
         sample = base[np.random.default_rng(seed).choice(n, min(n, TRAIN_SAMPLE), replace=False)]
         for family in FAMILIES:
-            plan = faiss_index.plan_index(family, n, DIM, faiss_index.BuildOptions(train_sample=TRAIN_SAMPLE))
+            plan = adapters.plan_index(family, n, DIM, adapters.BuildOptions(train_sample=TRAIN_SAMPLE))
             started = time.perf_counter()
             index = faiss.index_factory(DIM, plan.factory, faiss.METRIC_INNER_PRODUCT)
             index.train(sample)
@@ -112,13 +104,14 @@ def run(n: int, seed: int) -> list[dict[str, object]]:
 
 
 def render(rows: list[dict[str, object]], n: int) -> str:
-    out = [f"{n:,} vectors, {QUERIES:,} held-out queries, recall@10 against exact search; cheapest setting with "
-           f"recall >= {RECALL_TARGET}, index.search on 2 threads:", "",
-           "| set | family | factory | setting | recall@10 | QPS | build s |", "|:---|:---|:---|:---|---:|---:|---:|"]
+    cells = []
     for row in rows:
         params, recall, qps = row["best"] or ("target not reached", float("nan"), float("nan"))
-        out.append(f"| {row['set']} | {row['family']} | `{row['factory']}` | {params} | {recall:.4f} | "
-                   f"{qps:,.0f} | {row['build_s']:.1f} |")
+        cells.append([str(row["set"]), str(row["family"]), f"`{row['factory']}`", params, f"{recall:.4f}",
+                      f"{qps:,.0f}", f"{row['build_s']:.1f}"])
+    out = [f"{n:,} vectors, {QUERIES:,} held-out queries, recall@10 against exact search; cheapest setting with "
+           f"recall >= {RECALL_TARGET}, index.search on 2 threads:", "",
+           table(["set", "family", "factory", "setting", "recall@10", "QPS", "build s"], cells, "llllrrr")]
     out += ["", *sorted({f"- {row['set']}: {row['description']}" for row in rows})]
     return "\n".join(out)
 
@@ -129,8 +122,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     text = render(run(args.n, args.seed), args.n)
-    (PROJECT / "bench" / "results").mkdir(parents=True, exist_ok=True)
-    (PROJECT / "bench" / "results" / "bench_families.md").write_text(text + "\n")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bench_families.md").write_text(text + "\n")
     print(text)
 
 

@@ -7,7 +7,7 @@ Stages over the same files, median of ``--runs`` rounds that interleave the stag
   DuckDB threads = 1 and = 2, and ``StaticEmbedder.embed`` called directly (the peer);
 - embedding, MiniLM (the previous default, the peer of the static model): ``SentenceEmbedder``
   called directly;
-- whole ingest: ``bootstrap.ingest`` into a fresh catalog (listing, chunking, embedding,
+- whole ingest: ``bootstrap.ingest`` (``bench.adapters.ingest``) into a fresh catalog (listing, chunking, embedding,
   Parquet writes, metadata) with each embedder, and the demo's ingest as a user runs it
   (``python bootstrap.py ingest``, a new process: interpreter start and imports included).
 
@@ -23,7 +23,6 @@ import os
 import statistics
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import time
 from collections.abc import Callable
@@ -33,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
-import bootstrap  # noqa: E402
+from bench import adapters  # noqa: E402
+from bench.datasets import stdlib_root  # noqa: E402
 from udfs import chunking  # noqa: E402
 from udfs.embedding import PACKAGED_STATIC_MODEL, SentenceEmbedder  # noqa: E402
 from udfs.static_embedder import StaticEmbedder  # noqa: E402
@@ -51,15 +51,15 @@ def median_seconds(action: Callable[[], object], runs: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--packages", nargs="*", default=list(bootstrap.DEMO_PACKAGES))
+    parser.add_argument("--packages", nargs="*", default=list(adapters.DEMO_PACKAGES))
     args = parser.parse_args()
 
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    stdlib = stdlib_root()
     include = [f"{package}/**" for package in args.packages]
     with tempfile.TemporaryDirectory() as scratch:
         catalog = Path(scratch) / "catalog"
-        bootstrap.ingest(stdlib, catalog, include=include)  # warm-up, and the chunks to embed
-        connection = bootstrap.connect(catalog)
+        adapters.ingest(stdlib, catalog, include=include)  # warm-up, and the chunks to embed
+        connection = adapters.connect(catalog)
         connection.execute(
             "CREATE TEMP TABLE bench_files AS "
             "SELECT f.uri, decode(b.content) AS text, f.language "
@@ -79,13 +79,13 @@ def main() -> None:
         def fresh_ingest(embed_model: str) -> Callable[[], object]:
             def action() -> None:
                 with tempfile.TemporaryDirectory() as target:
-                    bootstrap.ingest(stdlib, Path(target) / "catalog", include=include,
+                    adapters.ingest(stdlib, Path(target) / "catalog", include=include,
                                      settings={"embed_model": embed_model})
             return action
 
         def command_line_ingest() -> None:
             with tempfile.TemporaryDirectory() as target:
-                subprocess.run([sys.executable, str(bootstrap.PROJECT_DIR / "bootstrap.py"), "ingest", str(stdlib),
+                subprocess.run([sys.executable, str(adapters.PROJECT_DIR / "bootstrap.py"), "ingest", str(stdlib),
                                 "--catalog", str(Path(target) / "catalog"),
                                 *(f"--include={pattern}" for pattern in include)],
                                check=True, capture_output=True)

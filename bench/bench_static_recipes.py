@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import duckdb  # noqa: E402
 
+from bench.common import RESULTS  # noqa: E402
 from codeintel import static_training  # noqa: E402
 from udfs.static_embedder import StaticEmbedder, names_text  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
 EVAL_CATALOG = RESULTS / "eval" / "stripped-static-code" / "catalog.duckdb"
 SYMBOL_WEIGHTS = (1.0, 4.0, 8.0, 12.0, 16.0)
 

@@ -1,6 +1,6 @@
 /* Build a FAISS index over store/CURRENT, publish it, and return its manifest as
    (field, value) rows.  Every parameter is an optional DuckDB variable; unset ones fall back
-   to the connection's faiss_* settings, then to the defaults in udfs/faiss_index.py:
+   to the connection's faiss_* settings (defaults: udfs/settings.py; see udfs/faiss_build.py):
      family            'auto' (default) | 'flat' | 'ivf_flat' | 'ivf_sq' | 'ivf_pq' | 'hnsw' | 'ivf_pq_refine'
      metric            'ip' (default; the store's vectors are unit length) | 'cos' | 'l2'
      nlist, nprobe, pq_m, pq_nbits, opq, train_sample, seed      IVF and PQ families

@@ -1,27 +1,27 @@
 /* Write the staged chunks (temp view staged_chunks, left by the ingest or import script) as
-   the store's chunks.parquet, with the chunk-store column types.
+   the store's chunks.parquet.
 
-   Parameters: staging_dir, and arrow_schema (the ARROW:schema footer value, so Arrow
-   readers see embedding as FixedSizeList(float32); DuckDB itself reads a list, which the
-   chunks view casts back to FLOAT[n]). */
+   The column types come from one place, udfs/store_schema.py: the caller makes the empty
+   TEMP table chunk_rows from that schema, and INSERT ... BY NAME casts every staged column
+   to it (a column the store lacks is not selected; one it needs and the stage lacks stays
+   NULL and is refused by the audits).
+
+   Parameters: staging_dir; chunk_columns (the schema's column names); arrow_schema (the
+   ARROW:schema footer value, so Arrow readers see embedding as FixedSizeList(float32);
+   DuckDB itself reads a list, which the chunks view casts back to FLOAT[n]). */
+
+INSERT INTO chunk_rows BY NAME
+SELECT COLUMNS(c -> list_contains(getvariable('chunk_columns'), c))
+FROM staged_chunks;
 
 COPY (
-    SELECT
-        c.id::BIGINT AS id,
-        c.uri::VARCHAR AS uri,
-        c.start_byte::BIGINT AS start_byte,
-        c.end_byte::BIGINT AS end_byte,
-        c.start_line::INTEGER AS start_line,
-        c.end_line::INTEGER AS end_line,
-        c.language::VARCHAR AS language,
-        c.kind::VARCHAR AS kind,
-        c.symbols::VARCHAR[] AS symbols,
-        c.content::VARCHAR AS content,
-        c.embedding AS embedding
-    FROM staged_chunks AS c
-    ORDER BY c.uri, c.start_byte
+    SELECT *
+    FROM chunk_rows
+    ORDER BY uri, start_byte
 ) TO (getvariable('staging_dir') || 'chunks.parquet') (
     FORMAT parquet,
     COMPRESSION zstd,
     KV_METADATA {'ARROW:schema': getvariable('arrow_schema')}
 );
+
+DROP TABLE chunk_rows;

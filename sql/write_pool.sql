@@ -4,8 +4,8 @@
    Parameters:
      channel        'faiss' | 'bm25' | 'hybrid' (required)
      k              rows per query (default 10)
-     rrf_k, faiss_weight, bm25_weight, depth   hybrid only (see channel_hybrid in
-                    sql/macros/eval.sql); what is not passed comes from fusion_profile(): the
+     rrf_k, faiss_weight, bm25_weight, depth   hybrid only (see
+                    sql/macros/channel_hybrid.sql); what is not passed comes from fusion_profile(): the
                     published index version's fusion.json (written by sql/tune_fusion.sql), else
                     channel_hybrid's defaults 60, 1.0, 1.0, 100.  The two weights go together:
                     passing either one fuses with the passed weight(s), the other 1.0, never

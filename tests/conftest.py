@@ -12,51 +12,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
+from codeintel import demo
 
-SYNTHETIC_SEED = 20261125
-
-
-def synthetic_chunks(n: int = 2000, dim: int = 384, clusters: int = 16, seed: int = SYNTHETIC_SEED) -> pa.Table:
-    """A chunk-store table with clustered unit-norm embeddings and believable code metadata.
-
-    Chunks are spread over ``pkg_<a..d>/mod_<i>.py`` files, tile each file in order, and
-    carry symbols ``fn_<id>``; embeddings are cluster centres plus noise, normalised.
-    """
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((clusters, dim)).astype(np.float32)
-    labels = rng.integers(0, clusters, n)
-    vectors = centres[labels] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = np.unique(rng.integers(1, 2**62, size=2 * n, dtype=np.int64))[:n]
-    rng.shuffle(ids)
-    files_per_package = max(1, n // 200)
-    uris, starts, ends, start_lines, end_lines, contents, symbols = [], [], [], [], [], [], []
-    cursor: dict[str, tuple[int, int]] = {}
-    for row in range(n):
-        uri = f"pkg_{'abcd'[row % 4]}/mod_{(row // 4) % files_per_package}.py"
-        content = f"def fn_{row}(value):\n    return value * {row}\n"
-        byte, line = cursor.get(uri, (0, 1))
-        uris.append(uri)
-        starts.append(byte)
-        ends.append(byte + len(content))
-        start_lines.append(line)
-        end_lines.append(line + 1)
-        contents.append(content)
-        symbols.append([f"fn_{row}"])
-        cursor[uri] = (byte + len(content), line + 2)
-    return pa.table({
-        "id": pa.array(ids, pa.int64()),
-        "uri": uris,
-        "start_byte": pa.array(starts, pa.int64()),
-        "end_byte": pa.array(ends, pa.int64()),
-        "start_line": pa.array(start_lines, pa.int32()),
-        "end_line": pa.array(end_lines, pa.int32()),
-        "language": ["python"] * n,
-        "kind": ["function_definition"] * n,
-        "symbols": pa.array(symbols, pa.list_(pa.string())),
-        "content": contents,
-        "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel(), pa.float32()), dim),
-    })
+# The generator lives in codeintel.synthetic (the benchmarks draw their sets from it too);
+# tests import it from here as well.
+from codeintel.synthetic import SYNTHETIC_SEED, synthetic_chunks  # noqa: F401
 
 
 @pytest.fixture(scope="session")
@@ -103,11 +63,11 @@ def eval_catalog_template(synthetic_catalog_template: Path, synthetic_table: pa.
     judged grade 2 and chunk i + 1 grade 1.  Built once per session; copy it before writing.
     """
     from tests.eval_support import perturbed
-    from udfs import faiss_index
+    from udfs import faiss_build
 
     root = tmp_path_factory.mktemp("eval")
     catalog = copy_catalog(synthetic_catalog_template, root / "catalog")
-    faiss_index.build_index(catalog, "flat")
+    faiss_build.build_index(catalog, "flat")
     ids = synthetic_table.column("id").to_pylist()
     embeddings = synthetic_table.column("embedding").to_pylist()
     rng = np.random.default_rng(SYNTHETIC_SEED)
@@ -125,7 +85,7 @@ def index_and_load_queries(catalog: Path, folder: Path, queries: list[dict], qre
 
     connection = bootstrap.connect(catalog)
     try:
-        bootstrap.build_bm25_index(connection)
+        demo.build_bm25_index(connection)
         load_query_set(connection, folder, queries, qrels)
     finally:
         connection.close()

@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 import bootstrap
+from codeintel import layout, sqlfiles
+from udfs import store_schema
 
 
 def hand_store(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -23,7 +25,7 @@ def hand_store(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """
     dimension = len(rows[0]["embedding"])
     cursor: dict[str, tuple[int, int]] = {}
-    columns: dict[str, list[Any]] = {name: [] for name in bootstrap.chunk_store_schema(dimension).names}
+    columns: dict[str, list[Any]] = {name: [] for name in store_schema.chunk_schema(dimension).names}
     for row in rows:
         byte, line = cursor.get(row["uri"], (0, 1))
         lines = row["content"].count("\n")
@@ -36,7 +38,7 @@ def hand_store(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
         for name, value in values.items():
             columns[name].append(value)
         cursor[row["uri"]] = (values["end_byte"], line + lines)
-    return pa.table(columns, schema=bootstrap.chunk_store_schema(dimension))
+    return pa.table(columns, schema=store_schema.chunk_schema(dimension))
 
 
 def import_store(table: pa.Table, catalog: Path) -> Path:
@@ -57,7 +59,7 @@ def load_query_set(connection: duckdb.DuckDBPyConnection, directory: Path, queri
     if qrels is not None:
         parameters["qrels_path"] = str(directory / "qrels.parquet")
         pq.write_table(rows_table(qrels), parameters["qrels_path"])
-    return bootstrap.run_script(connection, bootstrap.SQL_DIR / "load_queries.sql", parameters).fetchone()
+    return sqlfiles.run_script(connection, layout.SQL_DIR / "load_queries.sql", parameters).fetchone()
 
 
 def rows_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
@@ -69,7 +71,7 @@ def rows_table(rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 def write_pool(connection: duckdb.DuckDBPyConnection, **parameters: Any) -> dict[str, Any]:
     """Run sql/write_pool.sql; return its summary row as a dict."""
-    relation = bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_pool.sql", parameters)
+    relation = sqlfiles.run_script(connection, layout.SQL_DIR / "write_pool.sql", parameters)
     return dict(zip(relation.columns, relation.fetchone(), strict=True))
 
 

@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
-from udfs import autotune, faiss_index, progress
+from udfs import faiss_build, faiss_current, faiss_loaded, faiss_sweep, progress
 from udfs.context import CatalogContext
-from udfs.faiss_index import build_index
+from udfs.faiss_build import build_index
 from udfs.registry import UdfError
+from udfs.settings import SettingError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Few queries keep every sweep here well under a second on the 2000-vector fixture.
@@ -24,21 +25,19 @@ QUERIES = 200
 
 
 def context_for(catalog: Path, **settings: object) -> CatalogContext:
-    return CatalogContext(
-        catalog_dir=catalog, settings={**faiss_index.DEFAULT_SETTINGS, **autotune.DEFAULT_SETTINGS, **settings}
-    )
+    return CatalogContext(catalog_dir=catalog, settings=settings)
 
 
-def load(catalog: Path, **settings: object) -> faiss_index.LoadedIndex:
+def load(catalog: Path, **settings: object) -> faiss_loaded.LoadedIndex:
     """A fresh load (no cached index), as a new connection would do it."""
-    return faiss_index.load_current(context_for(catalog, **settings))
+    return faiss_current.load_current(context_for(catalog, **settings))
 
 
-def profile_of(loaded: faiss_index.LoadedIndex) -> dict:
+def profile_of(loaded: faiss_loaded.LoadedIndex) -> dict:
     return json.loads((loaded.directory / "tuning.json").read_text())
 
 
-def exact_recall(loaded: faiss_index.LoadedIndex, queries: np.ndarray, k: int) -> float:
+def exact_recall(loaded: faiss_loaded.LoadedIndex, queries: np.ndarray, k: int) -> float:
     """recall@k of the index as it is set now, against brute force in numpy (metric 'ip')."""
     truth_rows = np.argsort(-(queries @ np.asarray(loaded.vectors).T), axis=1)[:, :k]
     _, found = loaded.search(queries, k)
@@ -52,8 +51,8 @@ def test_picked_point_is_the_fastest_reaching_the_target_on_the_tuning_queries(
 ) -> None:
     build_index(synthetic_catalog, family)
     loaded = load(synthetic_catalog)
-    queries = autotune.held_out_queries(loaded.vectors, QUERIES, seed=7)
-    result = autotune.tune(loaded, k=10, target_recall=0.9, queries=queries)
+    queries = faiss_sweep.held_out_queries(loaded.vectors, QUERIES, seed=7)
+    result = faiss_sweep.tune(loaded, k=10, target_recall=0.9, queries=queries)
     assert result.target_met and result.picked.picked and result.picked.recall_at_k >= 0.9
     # The index keeps the pick, and its recall there, measured independently, is the reported one.
     assert loaded.parameters() == result.picked.parameters
@@ -80,9 +79,9 @@ def test_profile_records_the_whole_grid_and_round_trips_through_a_fresh_load(syn
     assert [row[0] for row in rows if row[1]] == [profile["parameters"]]
     # Every combination of FAISS's ranges is recorded (no Pareto pruning), the build default among them.
     ranges = profile["parameter_space"]
-    assert set(ranges) == {"nprobe", "k_factor_rf"}
-    assert len(rows) == len(profile["grid"]) == len(ranges["nprobe"]) * len(ranges["k_factor_rf"])
-    assert [row[0] for row in rows if row[2]] == ["nprobe=4,k_factor_rf=4"]
+    assert set(ranges) == {"nprobe", "refine_k_factor"}
+    assert len(rows) == len(profile["grid"]) == len(ranges["nprobe"]) * len(ranges["refine_k_factor"])
+    assert [row[0] for row in rows if row[2]] == ["nprobe=4,refine_k_factor=4"]
     assert profile["index"] == {
         "version": manifest["version"], "factory": manifest["factory"], "dimension": 384, "ntotal": 2000,
         "family": "ivf_pq_refine", "metric": "ip", "device": "cpu",
@@ -101,7 +100,7 @@ def test_profile_records_the_whole_grid_and_round_trips_through_a_fresh_load(syn
 def test_profile_of_another_index_is_refused_naming_both(synthetic_catalog: Path, field: str, foreign_value) -> None:
     build_index(synthetic_catalog, "ivf_flat")
     loaded = load(synthetic_catalog)
-    autotune.tune(loaded, query_count=QUERIES)
+    faiss_sweep.tune(loaded, query_count=QUERIES)
     path = loaded.directory / "tuning.json"
     profile = json.loads(path.read_text())
     own_value = profile["index"][field]
@@ -116,7 +115,7 @@ def test_profile_of_another_index_is_refused_naming_both(synthetic_catalog: Path
 
 def test_profile_copied_from_an_older_version_is_refused(synthetic_catalog: Path) -> None:
     first = build_index(synthetic_catalog, "ivf_flat")
-    autotune.tune(load(synthetic_catalog), query_count=QUERIES)
+    faiss_sweep.tune(load(synthetic_catalog), query_count=QUERIES)
     second = build_index(synthetic_catalog, "ivf_flat", nlist=32)
     versions = synthetic_catalog / "index" / "versions"
     shutil.copy(versions / first["version"] / "tuning.json", versions / second["version"] / "tuning.json")
@@ -129,7 +128,7 @@ def test_recall_does_not_fall_as_nprobe_grows_on_ivf_flat(synthetic_catalog: Pat
     # IVF-Flat with a Flat quantizer probes a superset of lists as nprobe grows and scores
     # candidates exactly, so on the same queries recall@k can only rise or stay.
     build_index(synthetic_catalog, "ivf_flat")
-    result = autotune.tune(load(synthetic_catalog), k=10, target_recall=0.99, query_count=QUERIES)
+    result = faiss_sweep.tune(load(synthetic_catalog), k=10, target_recall=0.99, query_count=QUERIES)
     by_nprobe = sorted(result.grid, key=lambda point: float(point.parameters.removeprefix("nprobe=")))
     recalls = [point.recall_at_k for point in by_nprobe]
     assert len(recalls) == 6 and recalls == sorted(recalls)
@@ -139,7 +138,7 @@ def test_recall_does_not_fall_as_nprobe_grows_on_ivf_flat(synthetic_catalog: Pat
 def test_unreachable_target_falls_back_to_the_best_recall_and_says_so(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "ivf_pq")  # PQ48x5 codes: approximate distances cap recall below 1
     loaded = load(synthetic_catalog)
-    result = autotune.tune(loaded, k=10, target_recall=1.0, query_count=QUERIES)
+    result = faiss_sweep.tune(loaded, k=10, target_recall=1.0, query_count=QUERIES)
     best = max(point.recall_at_k for point in result.grid)
     assert not result.target_met and best < 1.0
     assert result.picked.recall_at_k == best and not any(point.meets_target for point in result.grid)
@@ -151,7 +150,7 @@ def test_unreachable_target_falls_back_to_the_best_recall_and_says_so(synthetic_
 
 def test_hnsw_sweeps_ef_search(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "hnsw", hnsw_m=8, ef_construction=40)
-    result = autotune.tune(load(synthetic_catalog), target_recall=0.9, query_count=QUERIES)
+    result = faiss_sweep.tune(load(synthetic_catalog), target_recall=0.9, query_count=QUERIES)
     assert [point.parameters for point in result.grid] == [f"efSearch={2**i}" for i in range(2, 10)]
     assert [point.parameters for point in result.grid if point.build_default] == ["efSearch=64"]
 
@@ -159,7 +158,7 @@ def test_hnsw_sweeps_ef_search(synthetic_catalog: Path) -> None:
 def test_flat_has_nothing_to_tune(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "flat")
     loaded = load(synthetic_catalog)
-    result = autotune.tune(loaded, query_count=QUERIES)
+    result = faiss_sweep.tune(loaded, query_count=QUERIES)
     assert len(result.grid) == 1
     point = result.grid[0]
     assert (point.parameters, point.recall_at_k, point.recall_low, point.picked) == ("", 1.0, 1.0, True)
@@ -183,13 +182,13 @@ def test_autotune_on_start_tunes_a_version_without_profile_once(synthetic_catalo
 
 def test_autotune_on_start_must_be_a_boolean(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "ivf_flat")
-    with pytest.raises(UdfError, match="autotune_on_start: the setting must be true or false, got 'yes'"):
+    with pytest.raises(SettingError, match="setting autotune_on_start must be true or false, got 'yes'"):
         load(synthetic_catalog, autotune_on_start="yes")
 
 
 def test_plot_is_a_png_beside_the_profile(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "ivf_flat")
-    result = autotune.tune(load(synthetic_catalog), query_count=QUERIES)
+    result = faiss_sweep.tune(load(synthetic_catalog), query_count=QUERIES)
     assert result.plot_path == result.profile_path.with_name("tuning.png")
     assert result.plot_path.read_bytes()[:8] == PNG_SIGNATURE
     assert result.profile["plot"] == "tuning.png"
@@ -198,11 +197,11 @@ def test_plot_is_a_png_beside_the_profile(synthetic_catalog: Path) -> None:
 def test_query_fingerprint_ignores_row_order_and_supplied_queries_are_sampled(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "ivf_flat")
     loaded = load(synthetic_catalog)
-    queries = autotune.held_out_queries(loaded.vectors, 300, seed=3)
-    assert autotune.query_fingerprint(queries) == autotune.query_fingerprint(queries[::-1])
-    assert autotune.query_fingerprint(queries) != autotune.query_fingerprint(queries[1:])
-    forward = autotune.tune(loaded, queries=queries, query_count=QUERIES, seed=5).profile["queries"]
-    backward = autotune.tune(loaded, queries=queries[::-1], query_count=QUERIES, seed=5).profile["queries"]
+    queries = faiss_sweep.held_out_queries(loaded.vectors, 300, seed=3)
+    assert faiss_sweep.query_fingerprint(queries) == faiss_sweep.query_fingerprint(queries[::-1])
+    assert faiss_sweep.query_fingerprint(queries) != faiss_sweep.query_fingerprint(queries[1:])
+    forward = faiss_sweep.tune(loaded, queries=queries, query_count=QUERIES, seed=5).profile["queries"]
+    backward = faiss_sweep.tune(loaded, queries=queries[::-1], query_count=QUERIES, seed=5).profile["queries"]
     assert forward == backward and (forward["count"], forward["offered"]) == (QUERIES, 300)
     # Held-out queries are near their source vectors, not equal to them.
     similarity = np.sum(queries * np.asarray(loaded.vectors)[np.sort(
@@ -213,7 +212,7 @@ def test_query_fingerprint_ignores_row_order_and_supplied_queries_are_sampled(sy
 def test_supplied_queries_of_another_dimension_are_refused(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "ivf_flat")
     with pytest.raises(UdfError, match="autotune: queries must be query vectors of dimension 384"):
-        autotune.tune(load(synthetic_catalog), queries=np.ones((5, 8), dtype=np.float32))
+        faiss_sweep.tune(load(synthetic_catalog), queries=np.ones((5, 8), dtype=np.float32))
 
 
 def test_cli_autotune_with_a_parquet_query_file(
@@ -221,7 +220,7 @@ def test_cli_autotune_with_a_parquet_query_file(
 ) -> None:
     build_index(synthetic_catalog, "ivf_flat")
     loaded = load(synthetic_catalog)
-    queries = autotune.held_out_queries(loaded.vectors, 150, seed=11)
+    queries = faiss_sweep.held_out_queries(loaded.vectors, 150, seed=11)
     path = tmp_path / "queries.parquet"
     pq.write_table(pa.table({"embedding": pa.FixedSizeListArray.from_arrays(pa.array(queries.ravel()), 384)}), path)
     assert bootstrap.main(["autotune", "--catalog", str(synthetic_catalog), "--k", "5", "--target-recall", "0.9",
@@ -229,17 +228,17 @@ def test_cli_autotune_with_a_parquet_query_file(
     assert "picked nprobe=" in capsys.readouterr().out
     profile = profile_of(load(synthetic_catalog))
     assert profile["k"] == 5 and profile["queries"]["source"] == f"query_table({str(path)!r})"
-    assert profile["queries"]["fingerprint"] == autotune.query_fingerprint(queries)
+    assert profile["queries"]["fingerprint"] == faiss_sweep.query_fingerprint(queries)
 
 
 def test_build_and_autotune_log_progress_when_not_on_a_terminal(
     synthetic_catalog: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.0)
-    monkeypatch.setattr(faiss_index, "ADD_BATCH_ROWS", 500)  # the 2000-vector fixture is added in 4 batches
+    monkeypatch.setattr(faiss_build, "ADD_BATCH_ROWS", 500)  # the 2000-vector fixture is added in 4 batches
     with caplog.at_level(logging.INFO, logger="codeintel"):
         build_index(synthetic_catalog, "ivf_flat")
-        autotune.tune(load(synthetic_catalog), query_count=QUERIES)
+        faiss_sweep.tune(load(synthetic_catalog), query_count=QUERIES)
     lines = [record.getMessage() for record in caplog.records if record.name == "codeintel.progress"]
     assert any(line.startswith("faiss_build: reading the store: done (") for line in lines), lines
     assert any(line.startswith("faiss_build: training ivf_flat: started (") for line in lines), lines

@@ -7,6 +7,7 @@ repository path, and Python stacks in CLI errors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,13 +19,15 @@ import duckdb
 import pytest
 
 import bootstrap
+from codeintel import errors, layout, sqlfiles, store
 from tests.eval_support import write_pool
-from udfs import faiss_index, faiss_search
+from udfs import faiss_build
+from udfs.settings import SettingError, Settings
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "bootstrap.py", *args], capture_output=True, text=True,
-                          cwd=bootstrap.PROJECT_DIR)
+                          cwd=layout.PROJECT_DIR)
 
 
 def assert_one_clean_error(completed: subprocess.CompletedProcess[str], expected: str) -> None:
@@ -44,7 +47,7 @@ def index_state(catalog: Path) -> tuple[str, list[str]]:
 
 @pytest.fixture
 def indexed_catalog(synthetic_catalog: Path) -> Path:
-    faiss_index.build_index(synthetic_catalog, "flat")
+    faiss_build.build_index(synthetic_catalog, "flat")
     return synthetic_catalog
 
 
@@ -54,7 +57,7 @@ def indexed_catalog(synthetic_catalog: Path) -> Path:
 def test_build_refuses_a_misspelled_option_and_builds_nothing(indexed_catalog: Path) -> None:
     before = index_state(indexed_catalog)
     completed = run_cli("build", "--catalog", str(indexed_catalog), "--option", "nlists=4")
-    valid = ", ".join(faiss_index.build_option_names())
+    valid = ", ".join(faiss_build.build_option_names())
     assert_one_clean_error(completed, f"build: unknown --option nlists; valid options: {valid}")
     assert "build_threads" in valid
     assert index_state(indexed_catalog) == before
@@ -63,7 +66,7 @@ def test_build_refuses_a_misspelled_option_and_builds_nothing(indexed_catalog: P
 def test_build_checks_option_values_before_building(indexed_catalog: Path) -> None:
     before = index_state(indexed_catalog)
     completed = run_cli("build", "--catalog", str(indexed_catalog), "--family", "ivf_flat", "--option", "nlist=abc")
-    assert_one_clean_error(completed, "build --option: faiss_build: option nlist must be an integer, got 'abc'")
+    assert_one_clean_error(completed, "build --option: setting faiss_nlist must be an integer or null, got 'abc'")
     completed = run_cli("build", "--catalog", str(indexed_catalog), "--option", "publish=maybe")
     assert_one_clean_error(completed, "build: --option publish must be true or false, got 'maybe'")
     assert index_state(indexed_catalog) == before
@@ -72,21 +75,22 @@ def test_build_checks_option_values_before_building(indexed_catalog: Path) -> No
 def test_build_refuses_unknown_set_and_settings_json_keys(indexed_catalog: Path) -> None:
     before = index_state(indexed_catalog)
     completed = run_cli("build", "--catalog", str(indexed_catalog), "--set", "faiss_nlists=4")
-    assert_one_clean_error(completed, "unknown setting(s) faiss_nlists (--set); known: ")
+    assert_one_clean_error(completed, "--set: unknown setting(s) faiss_nlists; fix the name(s) or remove them. "
+                                      "Known settings: ")
     assert "faiss_nlist," in completed.stderr
     settings_file = indexed_catalog / "settings.json"
     settings_file.write_text(json.dumps({"embed_model": "minilm", "embed_modle": "static-code"}))
     completed = run_cli("build", "--catalog", str(indexed_catalog))
-    assert_one_clean_error(completed, f"{settings_file}: unknown setting(s) embed_modle; fix the key(s) or remove "
-                                      "them; known: ")
+    assert_one_clean_error(completed, f"{settings_file}: unknown setting(s) embed_modle; fix the name(s) or "
+                                      "remove them. Known settings: ")
     assert "embed_model," in completed.stderr
     assert index_state(indexed_catalog) == before
 
 
 def test_settings_json_must_hold_an_object(tmp_path: Path) -> None:
     (tmp_path / "settings.json").write_text("[1, 2]")
-    with pytest.raises(bootstrap.CatalogError, match="must hold a JSON object of settings"):
-        bootstrap.resolve_settings(tmp_path, None)
+    with pytest.raises(SettingError, match="must hold a JSON object of settings"):
+        Settings.from_file(tmp_path / "settings.json")
 
 
 def test_every_build_knob_reaches_the_build(indexed_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -95,14 +99,16 @@ def test_every_build_knob_reaches_the_build(indexed_catalog: Path, monkeypatch: 
              "metric": "l2", "train_sample": 300, "nprobe": 2, "ef_search": 32, "refine_k_factor": 2.0,
              "sq_type": "8", "seed": 7, "memory_budget_bytes": 10**9, "use_gpu": True, "build_threads": 1}
     # A new build knob must be added here too: the test then proves it is settable.
-    assert set(given) | {"publish"} == set(faiss_index.build_option_names())
+    assert set(given) | {"publish"} == set(faiss_build.build_option_names())
     received: dict = {}
 
-    def fake_build(catalog_dir, family, *, publish, **params):
-        received.update(params, family=family, publish=publish)
+    def fake_build(catalog_dir, family, *, publish, settings, **params):
+        # What the real build would build with: the connection's faiss_* settings, overridden by SQL arguments.
+        options = faiss_build.BuildOptions.from_settings(settings, params)
+        received.update(dataclasses.asdict(options), family=family, publish=publish)
         return {"version": "fake"}
 
-    monkeypatch.setattr(faiss_search, "build_index", fake_build)
+    monkeypatch.setattr(faiss_build, "build_index", fake_build)
     manifest = bootstrap.build_index(indexed_catalog, "ivf_pq", {**given, "publish": False})
     assert manifest == {"version": "fake"}
     assert {name: received[name] for name in given} == given
@@ -113,13 +119,13 @@ def test_every_build_knob_reaches_the_build(indexed_catalog: Path, monkeypatch: 
 def build_threads_used(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The OpenMP thread counts builds train and add with, in order (the real build still runs)."""
     used: list[int] = []
-    real = faiss_index.train_and_add
+    real = faiss_build.train_and_add
 
     def spy(plan, store, threads):
         used.append(threads)
         return real(plan, store, threads)
 
-    monkeypatch.setattr(faiss_index, "train_and_add", spy)
+    monkeypatch.setattr(faiss_build, "train_and_add", spy)
     return used
 
 
@@ -136,7 +142,7 @@ def test_build_threads_option_sets_the_build_threads(indexed_catalog: Path, buil
 def test_build_script_passes_build_threads(indexed_catalog: Path, build_threads_used: list[int]) -> None:
     connection = bootstrap.connect(indexed_catalog)
     try:
-        bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_index.sql",
+        sqlfiles.run_script(connection, layout.SQL_DIR / "build_index.sql",
                              {"family": "ivf_flat", "nlist": 8, "build_threads": 2, "publish": False})
     finally:
         connection.close()
@@ -178,7 +184,7 @@ def test_escape_glob_matches_the_path_itself(tmp_path: Path) -> None:
     (directory / "f.py").write_text("x = 1\n")
     (tmp_path / "abcd{e}").mkdir()
     (tmp_path / "abcd{e}" / "f.py").write_text("x = 1\n")
-    pattern = bootstrap.escape_glob(str(directory)) + "/*.py"
+    pattern = store.escape_glob(str(directory)) + "/*.py"
     assert duckdb.execute("SELECT file FROM glob(?)", [pattern]).fetchall() == [(str(directory / "f.py"),)]
 
 
@@ -186,7 +192,7 @@ def test_escape_glob_matches_the_path_itself(tmp_path: Path) -> None:
 def test_write_pool_refuses_run_ids_with_path_characters(eval_catalog: Path, run_id: str) -> None:
     connection = bootstrap.connect(eval_catalog)
     try:
-        with pytest.raises(bootstrap.CatalogError,
+        with pytest.raises(errors.CatalogError,
                            match=r"write_pool\.sql: run_id must be 1 to 100 letters, digits, '-', '_' or '\.', "
                                  r"starting with a letter or digit; got '"):
             write_pool(connection, channel="bm25", run_id=run_id)
@@ -260,4 +266,4 @@ def test_describe_error_drops_the_udf_stack() -> None:
     error = duckdb.InvalidInputException(
         "Invalid Input Error: Python exception occurred while executing the UDF: UdfError: faiss_build: bad\n\n"
         "At:\n  /work/main/udfs/faiss_index.py(276): _coerce_option\n")
-    assert bootstrap.describe_error(error) == "faiss_build: bad"
+    assert errors.describe_error(error) == "faiss_build: bad"

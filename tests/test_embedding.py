@@ -15,6 +15,7 @@ import tokenizers
 from udfs import embedding
 from udfs.context import CatalogContext
 from udfs.registry import UdfError
+from udfs.settings import SettingError, Settings
 
 #: These tests are of the ONNX path; the default embedder is the static code model.
 MINILM = {"embed_model": "minilm"}
@@ -193,9 +194,8 @@ def test_unreadable_tokenizer_names_the_setting(tmp_path) -> None:
 
 
 def test_invalid_numeric_setting_names_the_setting(tmp_path) -> None:
-    context = CatalogContext(catalog_dir=tmp_path, settings={**MINILM, "embed_batch_size": 0})
-    with pytest.raises(UdfError, match=r"embed_batch_size"):
-        embedding.embedding_dim(context)
+    with pytest.raises(SettingError, match=r"setting embed_batch_size must be at least 1, got 0"):
+        CatalogContext(catalog_dir=tmp_path, settings={**MINILM, "embed_batch_size": 0})
 
 
 def test_configured_model_uses_the_tokenizer_beside_it(
@@ -244,15 +244,16 @@ def test_query_text_longer_than_the_cap_is_refused_naming_the_setting(tmp_path) 
 
 
 def test_default_query_cap_refuses_a_huge_text_quickly(tmp_path) -> None:
-    assert embedding.DEFAULT_SETTINGS["embed_max_query_chars"] == 100_000
+    assert Settings().embed_max_query_chars == 100_000
     con = register(CatalogContext(catalog_dir=tmp_path, settings={}))
     con.sql("SELECT embed(repeat('word ', 20000))").fetchall()  # exactly the cap
     with pytest.raises(duckdb.Error, match=r"has 10000000 characters, more than setting embed_max_query_chars"):
         con.sql("SELECT embed(repeat('word ', 2000000))").fetchall()
 
 
-@pytest.mark.parametrize("value", [0, -5, True, "100", 1.5])
-def test_invalid_query_cap_setting_is_refused(tmp_path, value: object) -> None:
-    con = register(CatalogContext(catalog_dir=tmp_path, settings={"embed_max_query_chars": value}))
-    with pytest.raises(duckdb.Error, match=r"embed: setting embed_max_query_chars must be a positive integer"):
-        con.sql("SELECT embed('x')").fetchall()
+@pytest.mark.parametrize(("value", "problem"), [(0, "must be at least 1, got 0"), (-5, "must be at least 1"),
+                                              (True, "must be an integer, got True"), ("100", "must be an integer"),
+                                              (1.5, "must be an integer, got 1.5")])
+def test_invalid_query_cap_setting_is_refused(tmp_path, value: object, problem: str) -> None:
+    with pytest.raises(SettingError, match=f"setting embed_max_query_chars {problem}"):
+        CatalogContext(catalog_dir=tmp_path, settings={"embed_max_query_chars": value})

@@ -13,8 +13,9 @@ import duckdb
 import pytest
 
 import bootstrap
+from codeintel import layout, sqlfiles
 from tests.eval_support import hand_store, import_store, write_hand_run, write_pool
-from udfs import faiss_index
+from udfs import faiss_build
 
 # pkg_x holds chunks 11-13, pkg_y 21-22; pkg_z (chunk 31) is ingested after the index was built.
 INDEXED = [(11, "pkg_x/a.py"), (12, "pkg_x/a.py"), (13, "pkg_x/a.py"), (21, "pkg_y/b.py"), (22, "pkg_y/b.py")]
@@ -31,7 +32,7 @@ def chunk_rows(pairs: list[tuple[int, str]]) -> list[dict]:
 def coverage(tmp_path_factory: pytest.TempPathFactory):
     catalog = tmp_path_factory.mktemp("coverage") / "catalog"
     import_store(hand_store(chunk_rows(INDEXED)), catalog)
-    faiss_index.build_index(catalog, "flat")
+    faiss_build.build_index(catalog, "flat")
     import_store(hand_store(chunk_rows(INDEXED + LATE)), catalog)
     write_hand_run(catalog, "faiss-1", "faiss", {"q1": [11, 21], "q2": [11, 12]}, 2, DAY)
     write_hand_run(catalog, "bm25-1", "bm25", {"q1": [13], "q2": [31]}, 2, DAY)
@@ -76,7 +77,7 @@ def test_heatmap_shows_the_latest_run_of_each_channel(coverage) -> None:
 
 def test_heatmap_page_is_self_contained_html(coverage) -> None:
     catalog, connection = coverage
-    written, modules = bootstrap.run_script(connection, bootstrap.SQL_DIR / "write_coverage_heatmap.sql",
+    written, modules = sqlfiles.run_script(connection, layout.SQL_DIR / "write_coverage_heatmap.sql",
                                             {"out": "reports/heatmap.html"}).fetchone()
     page = Path(written).read_text()
     assert Path(written) == catalog / "reports" / "heatmap.html" and modules == 3
@@ -95,7 +96,7 @@ def test_a_stock_duckdb_client_reads_pools_and_reports(eval_catalog: Path) -> No
     try:
         for channel in ("faiss", "bm25", "hybrid"):
             write_pool(connection, channel=channel)
-        bootstrap.apply_views(connection, eval_catalog)
+        sqlfiles.apply_views(connection, eval_catalog)
         expected = {name: connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in STOCK_RELATIONS}
     finally:
         connection.close()

@@ -8,8 +8,9 @@ import duckdb
 import pytest
 
 import bootstrap
+from codeintel import demo
 from tests.eval_support import hand_store, import_store, load_query_set
-from udfs import faiss_index
+from udfs import faiss_build
 
 # Six chunks in 4 dimensions.  Against the query vector (1, 0, 0, 0) the inner products are
 # 1, .8, .6, .3, 0, -.5, so FAISS ranks A B C D E F.  Every document has six terms (three from
@@ -29,9 +30,9 @@ A, B, C, D, E, F = 1, 2, 3, 4, 5, 6
 def connection(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     root = tmp_path_factory.mktemp("fusion")
     catalog = import_store(hand_store([{**chunk, "uri": "hand/mod.py"} for chunk in CHUNKS]), root / "catalog")
-    faiss_index.build_index(catalog, "flat")
+    faiss_build.build_index(catalog, "flat")
     connection = bootstrap.connect(catalog)
-    bootstrap.build_bm25_index(connection)
+    demo.build_bm25_index(connection)
     load_query_set(connection, root / "queries", [
         {"query_id": "zeta", "text": "zeta", "embedding": [1.0, 0.0, 0.0, 0.0]},
         {"query_id": "no-terms", "text": "omega", "embedding": [1.0, 0.0, 0.0, 0.0]},

@@ -9,6 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
+from codeintel import errors, sqlfiles
 from tests.conftest import EVAL_QUERY_COUNT
 from tests.eval_support import write_pool
 
@@ -35,7 +36,7 @@ def test_each_channel_writes_a_run_and_the_pool_view_unions_them(eval_catalog: P
         assert (eval_catalog / "runs" / f"{summary['run_id']}.parquet").is_file()
         assert summary["pool_rows"] == EVAL_QUERY_COUNT * 5
 
-    bootstrap.apply_views(connection, eval_catalog)  # the pool views appear once their files exist
+    sqlfiles.apply_views(connection, eval_catalog)  # the pool views appear once their files exist
     assert connection.execute(
         "SELECT channel, count(DISTINCT query_id), min(rank), max(rank), count(*) FROM pool GROUP BY channel "
         "ORDER BY channel").fetchall() == [(channel, EVAL_QUERY_COUNT, 1, 5, EVAL_QUERY_COUNT * 5)
@@ -55,14 +56,14 @@ def test_a_run_never_overwrites_another(eval_catalog: Path, connection) -> None:
     first = write_pool(connection, channel="bm25", run_id="fixed-run")
     pool_file = Path(first["pool_file"])
     before = pool_file.read_bytes()
-    with pytest.raises(bootstrap.CatalogError, match="exists and overwrite is false"):
+    with pytest.raises(errors.CatalogError, match="exists and overwrite is false"):
         write_pool(connection, channel="faiss", run_id="fixed-run")
     assert pool_file.read_bytes() == before
     assert connection.execute("SELECT channel FROM runs WHERE run_id = 'fixed-run'").fetchall() == [("bm25",)]
 
 
 def test_an_unknown_channel_is_refused(connection) -> None:
-    with pytest.raises(bootstrap.CatalogError, match="channel must be 'faiss', 'bm25' or 'hybrid', got 'vector'"):
+    with pytest.raises(errors.CatalogError, match="channel must be 'faiss', 'bm25' or 'hybrid', got 'vector'"):
         write_pool(connection, channel="vector")
 
 
@@ -77,7 +78,7 @@ def test_batched_faiss_channel_equals_one_search_per_query(connection) -> None:
 
 def test_explain_columns_say_why_a_chunk_came_back(eval_catalog: Path, connection) -> None:
     write_pool(connection, channel="bm25", k=3)
-    bootstrap.apply_views(connection, eval_catalog)
+    sqlfiles.apply_views(connection, eval_catalog)
     # Query q7 is 'fn_7 value'; its best BM25 hit is the chunk defining fn_7(value).
     row = connection.execute(
         "SELECT c.symbols, p.explain_symbols, p.explain_ast_kinds, p.explain_cst_hits "
@@ -90,10 +91,10 @@ def test_explain_columns_say_why_a_chunk_came_back(eval_catalog: Path, connectio
 def test_write_pool_needs_queries_and_the_bm25_index(synthetic_catalog: Path) -> None:
     connection = bootstrap.connect(synthetic_catalog)
     try:
-        with pytest.raises(bootstrap.CatalogError, match="no queries table; load a query set"):
+        with pytest.raises(errors.CatalogError, match="no queries table; load a query set"):
             write_pool(connection, channel="faiss")
         connection.execute("CREATE TABLE queries AS SELECT 'q' AS query_id, 'x' AS text, embedding FROM chunks LIMIT 1")
-        with pytest.raises(bootstrap.CatalogError, match="channel hybrid needs the BM25 index; build it"):
+        with pytest.raises(errors.CatalogError, match="channel hybrid needs the BM25 index; build it"):
             write_pool(connection, channel="hybrid")
     finally:
         connection.close()

@@ -11,11 +11,12 @@ import pyarrow as pa
 import pytest
 
 import bootstrap
+from codeintel import errors, layout, sqlfiles
 from tests.eval_support import load_query_set
 from tests.test_ingest import make_repo
 from udfs.evaluation import docstring_functions, first_sentence
 
-LOAD_QUERIES = bootstrap.SQL_DIR / "load_queries.sql"
+LOAD_QUERIES = layout.SQL_DIR / "load_queries.sql"
 # Chunks 0 to 3 of pkg_a/mod_0.py in the synthetic store span lines 1-2, 3-4, 5-6, 7-8.
 FILE = "pkg_a/mod_0.py"
 
@@ -35,7 +36,7 @@ def test_csv_queries_are_embedded_and_mirrored(synthetic_catalog: Path, connecti
     path = tmp_path / "queries.csv"
     with path.open("w", newline="") as handle:
         csv.writer(handle).writerows([("query_id", "text"), ("a", "parse a config file"), ("b", "open a socket")])
-    summary = bootstrap.run_script(connection, LOAD_QUERIES, {"queries_path": str(path)}).fetchone()
+    summary = sqlfiles.run_script(connection, LOAD_QUERIES, {"queries_path": str(path)}).fetchone()
     assert summary == (2, 2, 0, 0)
     assert connection.execute("SELECT typeof(embedding) FROM queries LIMIT 1").fetchone() == ("FLOAT[384]",)
     assert connection.execute(
@@ -49,7 +50,7 @@ def test_jsonl_queries_keep_their_embeddings(connection, tmp_path: Path) -> None
     path = tmp_path / "queries.jsonl"
     vector = [1.0] + [0.0] * 383
     path.write_text(json.dumps({"query_id": 7, "text": None, "embedding": vector}) + "\n")
-    assert bootstrap.run_script(connection, LOAD_QUERIES, {"queries_path": str(path)}).fetchone()[:2] == (1, 0)
+    assert sqlfiles.run_script(connection, LOAD_QUERIES, {"queries_path": str(path)}).fetchone()[:2] == (1, 0)
     assert connection.execute("SELECT query_id, embedding[1], embedding[2] FROM queries").fetchone() == ("7", 1.0, 0.0)
 
 
@@ -65,7 +66,7 @@ def test_qrels_by_range_resolve_to_overlapping_chunks(synthetic_table: pa.Table,
         {"query_id": "q2", "chunk_id": 12345, "grade": 1},
     ]
     load_query_set(connection, tmp_path, queries, qrels)
-    bootstrap.apply_views(connection, synthetic_catalog)  # v_qrels_* appear once eval/qrels.parquet exists
+    sqlfiles.apply_views(connection, synthetic_catalog)  # v_qrels_* appear once eval/qrels.parquet exists
     assert connection.execute("SELECT chunk_id, grade FROM v_qrels_chunks WHERE query_id = 'q1' ORDER BY grade"
                               ).fetchall() == [(chunks[0], 1), (chunks[1], 3)]
     q2 = connection.execute("SELECT count(*) FROM v_qrels_chunks WHERE query_id = 'q2' AND chunk_id <> 12345"
@@ -86,15 +87,15 @@ def test_qrels_by_range_resolve_to_overlapping_chunks(synthetic_table: pa.Table,
      "start_line after end_line"),
 ])
 def test_bad_query_files_are_refused(connection, tmp_path: Path, queries, qrels, message: str) -> None:
-    with pytest.raises(bootstrap.CatalogError, match=f"load_queries.sql: .*{message}"):
+    with pytest.raises(errors.CatalogError, match=f"load_queries.sql: .*{message}"):
         load_query_set(connection, tmp_path, queries, qrels)
 
 
 def test_unknown_file_type_is_refused(connection, tmp_path: Path) -> None:
     (tmp_path / "queries.txt").write_text("query_id,text\n")
-    with pytest.raises(bootstrap.CatalogError,
+    with pytest.raises(errors.CatalogError,
                        match="load_queries.sql: queries_path must name a .parquet, .csv or .jsonl file"):
-        bootstrap.run_script(connection, LOAD_QUERIES, {"queries_path": str(tmp_path / "queries.txt")})
+        sqlfiles.run_script(connection, LOAD_QUERIES, {"queries_path": str(tmp_path / "queries.txt")})
 
 
 # --------------------------------------------------------------------------- docstring queries
@@ -135,12 +136,12 @@ def test_docstring_query_set_answers_each_query_with_its_function(tmp_path: Path
     bootstrap.ingest(repo, catalog, max_chunk_chars=60)
     connection = bootstrap.connect(catalog)
     try:
-        queries_file, qrels_file, queries, functions = bootstrap.run_script(
-            connection, bootstrap.SQL_DIR / "export_docstring_queries.sql", {"repo_root": str(repo) + "/"}).fetchone()
+        queries_file, qrels_file, queries, functions = sqlfiles.run_script(
+            connection, layout.SQL_DIR / "export_docstring_queries.sql", {"repo_root": str(repo) + "/"}).fetchone()
         # 'Loud.' is too short to be a query.
         assert (queries, functions) == (2, 2)
-        bootstrap.run_script(connection, LOAD_QUERIES, {"queries_path": queries_file, "qrels_path": qrels_file})
-        bootstrap.apply_views(connection, catalog.resolve())
+        sqlfiles.run_script(connection, LOAD_QUERIES, {"queries_path": queries_file, "qrels_path": qrels_file})
+        sqlfiles.apply_views(connection, catalog.resolve())
         answers = connection.execute(
             "SELECT q.text, c.symbols, g.grade FROM v_qrels_chunks AS g JOIN queries AS q USING (query_id) "
             "JOIN chunks AS c ON c.id = g.chunk_id WHERE g.grade = 2 ORDER BY q.text").fetchall()

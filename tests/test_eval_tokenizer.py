@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bootstrap
+from codeintel import demo, errors
 from tests.eval_support import load_query_set
 from tests.test_ingest import make_repo
 from udfs.explain import code_terms, identifier_terms
@@ -72,7 +73,7 @@ def connection(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConne
     # A small budget gives each definition a chunk of its own.
     bootstrap.ingest(make_repo(root / "repo", REPO), catalog, max_chunk_chars=60)
     connection = bootstrap.connect(catalog)
-    bootstrap.build_bm25_index(connection)
+    demo.build_bm25_index(connection)
     yield connection
     connection.close()
 
@@ -115,7 +116,7 @@ def test_bm25_scores_equal_fts_match_bm25(connection, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("repeats", [0, 3])
 def test_bm25_documents_repeat_each_chunks_names(connection, repeats: int) -> None:
-    bootstrap.build_bm25_index(connection, repeats)
+    demo.build_bm25_index(connection, repeats)
     try:
         rows = connection.execute(
             "SELECT c.uri, c.content, c.symbols, d.terms FROM chunks AS c JOIN bm25_documents AS d ON d.chunk_id = c.id"
@@ -127,9 +128,9 @@ def test_bm25_documents_repeat_each_chunks_names(connection, repeats: int) -> No
             expected = " ".join(filter(None, [code_terms(uri + "\n" + content), *[names] * repeats]))
             assert terms == expected
     finally:
-        bootstrap.build_bm25_index(connection)
+        demo.build_bm25_index(connection)
 
 
 def test_bm25_symbol_repeats_out_of_range_is_refused(connection) -> None:
-    with pytest.raises(bootstrap.CatalogError, match=r"symbol_repeats must be between 0 and 1000, got -1"):
-        bootstrap.build_bm25_index(connection, -1)
+    with pytest.raises(errors.CatalogError, match=r"symbol_repeats must be between 0 and 1000, got -1"):
+        demo.build_bm25_index(connection, -1)

@@ -12,16 +12,18 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from udfs import faiss_index
+from udfs import faiss_current, faiss_loaded, faiss_tuning, faiss_versions
 from udfs.context import CatalogContext
-from udfs.faiss_index import BuildOptions, build_index, choose_family, plan_index
+from udfs.faiss_build import BuildOptions, build_index, choose_family, plan_index
 from udfs.registry import UdfError
+from udfs.settings import Settings
+from udfs.versioned_dir import VersionedDir
 
 GIB = 2**30
 
 
 def context_for(catalog: Path, **settings: object) -> CatalogContext:
-    return CatalogContext(catalog_dir=catalog, settings={**faiss_index.DEFAULT_SETTINGS, **settings})
+    return CatalogContext(catalog_dir=catalog, settings=settings)
 
 
 def current_target(catalog: Path) -> str:
@@ -53,7 +55,7 @@ def test_plan_derives_factory_strings_from_options() -> None:
     options = BuildOptions(nlist=64, pq_m=16, pq_nbits=8, opq=True, nprobe=8, refine_k_factor=3)
     plan = plan_index("ivf_pq_refine", 1_000_000, 384, options)
     assert plan.factory == "OPQ16,IVF64,PQ16x8np,RFlat"
-    assert plan.search_parameters == "nprobe=8,k_factor_rf=3"
+    assert plan.search_parameters == "nprobe=8,refine_k_factor=3"
     assert plan_index("hnsw", 10, 8, BuildOptions(hnsw_m=16)).factory == "HNSW16,Flat"
     # Defaults follow the store: nlist ~ 4 sqrt(n) capped so every list gets 39 training points.
     small = plan_index("ivf_flat", 2000, 384, BuildOptions())
@@ -80,7 +82,7 @@ def test_plan_derives_factory_strings_from_options() -> None:
 )
 def test_bad_build_options_are_refused(family: str, params: dict, message: str) -> None:
     with pytest.raises(UdfError) as raised:
-        plan_index(family, 2000, 384, BuildOptions.from_mapping(params))
+        plan_index(family, 2000, 384, BuildOptions.from_settings(Settings(), params))
     assert message in str(raised.value)
 
 
@@ -113,7 +115,7 @@ def test_auto_build_records_why_it_chose_the_family(synthetic_catalog: Path) -> 
 
 def test_ids_round_trip_through_idmap2_and_sidecars(synthetic_catalog: Path, synthetic_table) -> None:
     build_index(synthetic_catalog, "flat")
-    loaded = faiss_index.load_current(context_for(synthetic_catalog))
+    loaded = faiss_current.load_current(context_for(synthetic_catalog))
     store_ids = synthetic_table.column("id").to_numpy()
     store_vectors = np.stack(synthetic_table.column("embedding").to_numpy(zero_copy_only=False))
     idmap = pq.read_table(loaded.directory / "faiss_idmap.parquet").to_pydict()
@@ -135,11 +137,11 @@ def test_failed_index_write_leaves_current_and_no_partial_version(
 ) -> None:
     first = build_index(synthetic_catalog, "flat")
 
-    def disk_full(index: faiss.Index, path: Path) -> None:
-        path.write_bytes(b"half an index")
+    def disk_full(index: faiss.Index, path: str) -> None:
+        Path(path).write_bytes(b"half an index")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(faiss_index, "_write_index_file", disk_full)
+    monkeypatch.setattr(faiss, "write_index", disk_full)
     with pytest.raises(OSError, match="No space left"):
         build_index(synthetic_catalog, "ivf_flat")
     assert current_target(synthetic_catalog) == f"versions/{first['version']}"
@@ -151,10 +153,10 @@ def test_failure_between_rename_and_flip_leaves_current(
 ) -> None:
     first = build_index(synthetic_catalog, "flat")
 
-    def crash(catalog_dir: Path, version: str) -> None:
+    def crash(versions: VersionedDir, version: str) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(faiss_index, "_flip_current", crash)
+    monkeypatch.setattr(VersionedDir, "publish", crash)
     with pytest.raises(KeyboardInterrupt):
         build_index(synthetic_catalog, "ivf_flat")
     assert current_target(synthetic_catalog) == f"versions/{first['version']}"
@@ -162,62 +164,62 @@ def test_failure_between_rename_and_flip_leaves_current(
     assert len(built) == 1 and "is complete but was not published" in caplog.text
     monkeypatch.undo()
     # The complete version can be published afterwards.
-    assert faiss_index.publish(synthetic_catalog, built[0]) == {"current": built[0], "previous": first["version"]}
+    assert faiss_versions.publish(synthetic_catalog, built[0]) == {"current": built[0], "previous": first["version"]}
 
 
 def test_rollback_and_gc(synthetic_catalog: Path) -> None:
     versions = [build_index(synthetic_catalog, "flat")["version"] for _ in range(3)]
-    assert faiss_index.list_versions(synthetic_catalog)["current"] == versions[2]
-    assert faiss_index.rollback(synthetic_catalog) == {"current": versions[1], "previous": versions[2]}
-    assert faiss_index.rollback(synthetic_catalog)["current"] == versions[0]
-    with pytest.raises(UdfError, match="no version older than"):
-        faiss_index.rollback(synthetic_catalog)
-    assert faiss_index.rollback(synthetic_catalog, to=versions[1])["current"] == versions[1]
-    with pytest.raises(UdfError, match="is not a complete build"):
-        faiss_index.publish(synthetic_catalog, "19990101T000000000000Z-000000")
+    assert faiss_versions.list_versions(synthetic_catalog)["current"] == versions[2]
+    assert faiss_versions.rollback(synthetic_catalog) == {"current": versions[1], "previous": versions[2]}
+    assert faiss_versions.rollback(synthetic_catalog)["current"] == versions[0]
+    with pytest.raises(UdfError, match="no index version older than"):
+        faiss_versions.rollback(synthetic_catalog)
+    assert faiss_versions.rollback(synthetic_catalog, to=versions[1])["current"] == versions[1]
+    with pytest.raises(UdfError, match="is not a complete index version in .*; available: "):
+        faiss_versions.publish(synthetic_catalog, "19990101T000000000000Z-000000")
 
     # keep=1 keeps the newest version and CURRENT, which is older.
-    collected = faiss_index.gc(synthetic_catalog, keep=1)
+    collected = faiss_versions.gc(synthetic_catalog, keep=1)
     assert collected["removed"] == [versions[0]]
     assert version_names(synthetic_catalog) == [versions[1], versions[2]]
     assert current_target(synthetic_catalog) == f"versions/{versions[1]}"
-    listing = faiss_index.list_versions(synthetic_catalog)["versions"]
+    listing = faiss_versions.list_versions(synthetic_catalog)["versions"]
     assert [(row["version"], row["current"]) for row in listing] == [(versions[1], True), (versions[2], False)]
     with pytest.raises(UdfError, match="keep must be at least 1"):
-        faiss_index.gc(synthetic_catalog, keep=0)
+        faiss_versions.gc(synthetic_catalog, keep=0)
 
 
 def test_reader_keeps_working_while_versions_are_published_and_collected(synthetic_catalog: Path) -> None:
     build_index(synthetic_catalog, "flat")
     context = context_for(synthetic_catalog)
-    reader = faiss_index.load_current(context)
+    reader = faiss_current.load_current(context)
     query = np.asarray(reader.vectors[:3])
     before_scores, before_ids = reader.search(query, 5)
 
     newer = build_index(synthetic_catalog, "hnsw")
-    faiss_index.gc(synthetic_catalog, keep=1)
+    faiss_versions.gc(synthetic_catalog, keep=1)
     assert not reader.directory.exists()
     after_scores, after_ids = reader.search(query, 5)
     assert np.array_equal(before_ids, after_ids) and np.allclose(before_scores, after_scores)
     assert np.array_equal(reader.vectors[reader.rows_of(before_ids[:, 0])[0]], query)
     # The connection's next call notices CURRENT moved and loads the new version.
-    assert faiss_index.load_current(context).version == newer["version"]
+    assert faiss_current.load_current(context).version == newer["version"]
 
 
 def test_load_is_cached_until_current_changes(synthetic_catalog: Path) -> None:
     first = build_index(synthetic_catalog, "flat")
     context = context_for(synthetic_catalog)
-    loaded = faiss_index.load_current(context)
-    assert faiss_index.load_current(context) is loaded
+    loaded = faiss_current.load_current(context)
+    assert faiss_current.load_current(context) is loaded
     second = build_index(synthetic_catalog, "flat")
-    assert faiss_index.load_current(context).version == second["version"]
-    faiss_index.rollback(synthetic_catalog)
-    assert faiss_index.load_current(context).version == first["version"]
+    assert faiss_current.load_current(context).version == second["version"]
+    faiss_versions.rollback(synthetic_catalog)
+    assert faiss_current.load_current(context).version == first["version"]
 
 
 def test_no_published_index_says_how_to_build_one(synthetic_catalog: Path) -> None:
     with pytest.raises(UdfError) as raised:
-        faiss_index.load_current(context_for(synthetic_catalog))
+        faiss_current.load_current(context_for(synthetic_catalog))
     message = str(raised.value)
     assert f"python bootstrap.py build --catalog {synthetic_catalog}" in message
     assert "SELECT * FROM faiss_build()" in message
@@ -230,7 +232,7 @@ def test_corrupt_index_file_names_the_file_and_keeps_current(synthetic_catalog: 
     data = index_file.read_bytes()
     index_file.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not an index" * 100)
     with pytest.raises(UdfError) as raised:
-        faiss_index.load_current(context_for(synthetic_catalog))
+        faiss_current.load_current(context_for(synthetic_catalog))
     message = str(raised.value)
     assert str(index_file) in message and "corrupt or truncated" in message
     assert "python bootstrap.py rollback" in message
@@ -245,7 +247,7 @@ def test_changed_store_warns_with_both_fingerprints(
     store = json.loads(store_json.read_text())
     store_json.write_text(json.dumps({**store, "fingerprint": "0123456789abcdef"}))
     with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
-        faiss_index.load_current(context_for(synthetic_catalog))
+        faiss_current.load_current(context_for(synthetic_catalog))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert manifest["store"]["fingerprint"] in warnings[0] and "0123456789abcdef" in warnings[0]
@@ -255,10 +257,40 @@ def test_tuning_json_parameters_are_applied_at_load(synthetic_catalog: Path) -> 
     manifest = build_index(synthetic_catalog, "ivf_pq_refine", nprobe=4)
     tuning = synthetic_catalog / "index" / "versions" / manifest["version"] / "tuning.json"
     context = context_for(synthetic_catalog)
-    assert faiss_index.load_current(context).parameters() == "nprobe=4,k_factor_rf=4"
-    tuning.write_text(json.dumps({"parameters": "nprobe=9,k_factor_rf=2"}))
+    assert faiss_current.load_current(context).parameters() == "nprobe=4,refine_k_factor=4"
+    tuning.write_text(json.dumps({"parameters": "nprobe=9,refine_k_factor=2"}))
     context.resources.clear()
-    assert faiss_index.load_current(context).parameters() == "nprobe=9,k_factor_rf=2"
+    assert faiss_current.load_current(context).parameters() == "nprobe=9,refine_k_factor=2"
+
+
+def test_files_of_older_builds_naming_k_factor_rf_are_read_in_todays_names(synthetic_catalog: Path) -> None:
+    """Catalogs built before the rename hold FAISS's k_factor_rf in manifest.json and tuning.json."""
+    manifest = build_index(synthetic_catalog, "ivf_pq_refine", nprobe=4)
+    directory = synthetic_catalog / "index" / "versions" / manifest["version"]
+    old_manifest = {**manifest, "search_parameters": "nprobe=4,k_factor_rf=4"}
+    (directory / "manifest.json").write_text(json.dumps(old_manifest))
+    (directory / "tuning.json").write_text(json.dumps({
+        "parameters": "nprobe=9,k_factor_rf=2", "parameter_space": {"nprobe": [1, 9], "k_factor_rf": [1, 2]},
+        "grid": [{"parameters": "nprobe=9,k_factor_rf=2"}],
+    }))
+    loaded = faiss_current.load_current(context_for(synthetic_catalog))
+    assert loaded.manifest["search_parameters"] == "nprobe=4,refine_k_factor=4"
+    assert loaded.parameters() == "nprobe=9,refine_k_factor=2"
+    profile = faiss_tuning.read_profile(directory / "tuning.json")
+    assert set(profile["parameter_space"]) == {"nprobe", "refine_k_factor"}
+    assert profile["grid"][0]["parameters"] == "nprobe=9,refine_k_factor=2"
+    # A person typing FAISS's name is told the one name in use.
+    with pytest.raises(UdfError, match="'k_factor_rf' is FAISS's name for refine_k_factor; write refine_k_factor=8"):
+        loaded.set_parameters("k_factor_rf=8", "faiss_set_params")
+
+
+def test_build_options_default_to_the_settings_and_are_checked_like_them() -> None:
+    assert BuildOptions() == BuildOptions.from_settings(Settings())
+    assert BuildOptions.from_settings(Settings.resolve({"faiss_nprobe": 7}), {"nlist": "32"}) == BuildOptions(
+        nprobe=7, nlist=32
+    )
+    with pytest.raises(UdfError, match="^faiss_build: refine_k_factor must be at least 1, got 0.5$"):
+        BuildOptions.from_settings(Settings(), {"refine_k_factor": 0.5})
 
 
 @pytest.mark.skipif(faiss.get_num_gpus() > 0, reason="this machine has a GPU")
@@ -267,7 +299,7 @@ def test_use_gpu_without_gpu_stays_on_cpu_with_one_warning(
 ) -> None:
     build_index(synthetic_catalog, "flat")
     with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
-        loaded = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
+        loaded = faiss_current.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
         loaded.search(np.asarray(loaded.vectors[:2]), 3)
     assert loaded.device == "cpu" and loaded.max_k is None
     assert [r.getMessage() for r in caplog.records] == ["faiss: use_gpu is on but faiss sees no GPU; searching on CPU"]
@@ -280,9 +312,9 @@ def test_gpu_clone_matches_cpu_and_enforces_limits(
     synthetic_catalog: Path, mode: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     build_index(synthetic_catalog, "ivf_flat", nprobe=16)
-    cpu = faiss_index.load_current(context_for(synthetic_catalog))
-    gpu = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True, faiss_gpu_mode=mode))
-    assert gpu.device.startswith(f"gpu:{mode}:") and gpu.max_k == faiss_index.GPU_MAX_K
+    cpu = faiss_current.load_current(context_for(synthetic_catalog))
+    gpu = faiss_current.load_current(context_for(synthetic_catalog, faiss_use_gpu=True, faiss_gpu_mode=mode))
+    assert gpu.device.startswith(f"gpu:{mode}:") and gpu.max_k == faiss_loaded.GPU_MAX_K
     assert gpu.parameters() == "nprobe=16"
     queries = np.asarray(cpu.vectors[:20])
     cpu_scores, cpu_ids = cpu.search(queries, 10)
@@ -292,5 +324,5 @@ def test_gpu_clone_matches_cpu_and_enforces_limits(
         gpu.set_parameters("nprobe=4096", "faiss_set_params")
     build_index(synthetic_catalog, "hnsw")
     with caplog.at_level(logging.WARNING, logger="codeintel.faiss"):
-        hnsw = faiss_index.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
+        hnsw = faiss_current.load_current(context_for(synthetic_catalog, faiss_use_gpu=True))
     assert hnsw.device == "cpu" and "cannot run on GPU" in caplog.text

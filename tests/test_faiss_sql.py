@@ -20,28 +20,30 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bootstrap
-from udfs import embedding, faiss_index, faiss_search, metrics
+from codeintel import sqlfiles
+from udfs import embedding, faiss_build, faiss_current, faiss_search, faiss_versions, families, metrics
 from udfs.context import CatalogContext
-from udfs.faiss_index import build_index, read_store
+from udfs.faiss_build import build_index, read_store
 from udfs.registry import UdfError
+from udfs.settings import SettingError, Settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-MACROS = PROJECT_DIR / "sql" / "macros" / "faiss.sql"
+#: The macros over the FAISS and metrics UDFs (each macro file also brings the macros it calls).
+FAISS_MACROS = ("faiss_search", "faiss_index_info", "faiss_metrics", "faiss_build")
 TOLERANCE = 1e-5
 
 
 def faiss_connection(catalog: Path, **overrides: object) -> duckdb.DuckDBPyConnection:
-    """A plain connection with the embedding, metrics and FAISS UDFs and the FAISS macros."""
+    """A plain connection with the embedding, metrics and FAISS (build and search) UDFs and the FAISS macros."""
     context = CatalogContext(
         catalog_dir=catalog,
         # The synthetic store is 384 wide, as MiniLM's vectors (tests/conftest.py).
-        settings={**embedding.DEFAULT_SETTINGS, "embed_model": "minilm", **faiss_index.DEFAULT_SETTINGS, **overrides},
+        settings={"embed_model": "minilm", **overrides},
     )
     connection = duckdb.connect()
-    for spec in (*embedding.REGISTRY, *metrics.REGISTRY, *faiss_search.REGISTRY):
+    for spec in (*embedding.REGISTRY, *metrics.REGISTRY, *faiss_build.REGISTRY, *faiss_search.REGISTRY):
         spec.register(connection, context)
-    for statement in duckdb.extract_statements(MACROS.read_text()):
-        connection.execute(statement)
+    sqlfiles.apply_macros(connection, FAISS_MACROS)
     return connection
 
 
@@ -53,7 +55,7 @@ def connection(synthetic_catalog: Path) -> duckdb.DuckDBPyConnection:
 
 
 @pytest.fixture
-def store(synthetic_catalog: Path) -> faiss_index.StoreSnapshot:
+def store(synthetic_catalog: Path) -> faiss_build.StoreSnapshot:
     return read_store(synthetic_catalog)
 
 
@@ -109,7 +111,7 @@ def recall_at(found: list[list[int]], exact: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(e.tolist())) / len(e) for f, e in zip(found, exact, strict=True)]))
 
 
-def exact_top_ids(store: faiss_index.StoreSnapshot, queries: np.ndarray, k: int) -> np.ndarray:
+def exact_top_ids(store: faiss_build.StoreSnapshot, queries: np.ndarray, k: int) -> np.ndarray:
     return store.ids[np.argsort(-(queries @ store.vectors.T), axis=1)[:, :k]]
 
 
@@ -334,9 +336,9 @@ def test_truncated_index_file_is_a_clear_error_and_current_stays(synthetic_catal
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_exact_rerank_equals_brute_force_over_the_candidates(synthetic_catalog: Path, connection, data) -> None:
-    if faiss_index.current_version(synthetic_catalog) is None:
+    if faiss_versions.current_version(synthetic_catalog) is None:
         build_index(synthetic_catalog, "flat")
-    loaded = faiss_index.load_current(CatalogContext(catalog_dir=synthetic_catalog))
+    loaded = faiss_current.load_current(CatalogContext(catalog_dir=synthetic_catalog))
     known_ids = set(loaded.ids.tolist())
     known = st.sampled_from(sorted(known_ids))
     unknown = st.integers(1, 2**62).filter(lambda chunk_id: chunk_id not in known_ids)
@@ -361,6 +363,17 @@ def test_exact_rerank_equals_brute_force_over_the_candidates(synthetic_catalog: 
         candidate_ids = np.array(sorted(set(spec["candidates"]) & known_ids), dtype=np.int64)
         vectors = np.asarray(loaded.vectors[loaded.rows_of(candidate_ids)[0]]).reshape(-1, queries.shape[1])
         assert_exact_top_k(hits, candidate_ids, true_scores(spec["metric"], query, vectors), spec["k"])
+
+
+def test_rerank_without_a_metric_scores_by_the_loaded_index_metric(synthetic_catalog: Path, connection, store) -> None:
+    """faiss_search passes NULL: the metric comes from the loaded index, not from a faiss_index_info() call."""
+    build_index(synthetic_catalog, "flat", metric="l2")
+    query, candidates = (store.vectors[0] * 2.5).tolist(), [int(chunk_id) for chunk_id in store.ids[:20]]
+    by_metric = {
+        metric: connection.execute(f"SELECT exact_rerank(?::FLOAT[], ?, 5, {metric})", [query, candidates]).fetchone()
+        for metric in ("NULL", "'l2'", "'ip'")
+    }
+    assert by_metric["NULL"] == by_metric["'l2'"] != by_metric["'ip'"]
 
 
 def test_rerank_counts_unknown_ids_and_reports_refine_metrics(synthetic_catalog: Path, connection, store) -> None:
@@ -468,16 +481,16 @@ def test_index_info_row(synthetic_catalog: Path, connection) -> None:
 
 def test_build_script_takes_its_parameters_from_variables(synthetic_catalog: Path, connection) -> None:
     script = PROJECT_DIR / "sql" / "build_index.sql"
-    result = bootstrap.run_script(connection, script, {"family": "ivf_flat", "nlist": 16, "publish": False})
+    result = sqlfiles.run_script(connection, script, {"family": "ivf_flat", "nlist": 16, "publish": False})
     manifest = dict(result.fetchall())
     assert (manifest["family"], manifest["factory"], manifest["ntotal"]) == ("ivf_flat", "IVF16,Flat", "2000")
     assert json.loads(manifest["build_parameters"])["nlist"] == 16
-    assert faiss_index.current_version(synthetic_catalog) is None
-    assert len(faiss_index.list_versions(synthetic_catalog)["versions"]) == 1
+    assert faiss_versions.current_version(synthetic_catalog) is None
+    assert len(faiss_versions.list_versions(synthetic_catalog)["versions"]) == 1
 
     connection.execute("RESET VARIABLE publish")
-    manifest = dict(bootstrap.run_script(connection, script, {"family": "flat"}).fetchall())
-    assert faiss_index.current_version(synthetic_catalog) == manifest["version"]
+    manifest = dict(sqlfiles.run_script(connection, script, {"family": "flat"}).fetchall())
+    assert faiss_versions.current_version(synthetic_catalog) == manifest["version"]
     assert manifest["family_reason"] == "requested explicitly (family='flat')"
 
 
@@ -497,7 +510,7 @@ def free_port() -> int:
 
 
 def test_metrics_exporter_binds_loopback_from_settings(synthetic_catalog: Path, connection) -> None:
-    assert (metrics.DEFAULT_SETTINGS["metrics_host"], metrics.DEFAULT_SETTINGS["metrics_port"]) == ("127.0.0.1", 9464)
+    assert (Settings().metrics_host, Settings().metrics_port) == ("127.0.0.1", 9464)
     port = free_port()
     # Only the port is set: the host is the default, loopback.
     exporter = metrics.serve(CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port}))
@@ -523,24 +536,24 @@ def test_metrics_exporter_binds_loopback_from_settings(synthetic_catalog: Path, 
 
 @pytest.mark.parametrize("port", [22, 80, 0, 1023, 65536, -1, True, "9464", None])
 def test_metrics_port_below_1024_or_invalid_is_refused(synthetic_catalog: Path, port: object) -> None:
-    context = CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port})
-    with pytest.raises(UdfError, match=r"setting metrics_port must be an integer from 1024 to 65535.*privileged"):
-        metrics.serve(context)
+    # Settings refuses the value when the context is made (udfs/settings.py holds the range).
+    with pytest.raises((SettingError, UdfError), match=r"setting metrics_port must be"):
+        metrics.serve(CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_port": port}))
 
 
 def test_metrics_host_must_be_a_host(synthetic_catalog: Path) -> None:
     for host in ("", 7):
-        context = CatalogContext(catalog_dir=synthetic_catalog, settings={"metrics_host": host, "metrics_port": 9999})
-        with pytest.raises(UdfError, match="setting metrics_host"):
-            metrics.serve(context)
+        with pytest.raises((SettingError, UdfError), match="setting metrics_host"):
+            metrics.serve(CatalogContext(catalog_dir=synthetic_catalog,
+                                         settings={"metrics_host": host, "metrics_port": 9999}))
 
 
 def test_no_sql_function_opens_a_listener(synthetic_catalog: Path) -> None:
     """Serving is a process decision (settings, a command), never a SQL caller's: no UDF of
     any family serves, and the removed metrics_serve is unknown to a prepared connection."""
-    specs = bootstrap.all_udf_specs()
+    specs = families.all_udf_specs()
     assert not [spec.name for spec in specs if "serve" in spec.name or spec.function is metrics.serve]
-    assert "metrics_host" in bootstrap.settings_defaults() and "metrics_port" in bootstrap.settings_defaults()
+    assert {"metrics_host", "metrics_port"} <= set(Settings.names())
     connection = bootstrap.connect(synthetic_catalog)
     try:
         names = {name for (name,) in connection.execute("SELECT function_name FROM duckdb_functions()").fetchall()}
@@ -558,7 +571,7 @@ def test_views_show_indexed_unindexed_and_orphan_chunks(
     synthetic_catalog: Path, connection, synthetic_table: pa.Table, tmp_path: Path
 ) -> None:
     build_index(synthetic_catalog, "flat")
-    bootstrap.apply_views(connection, synthetic_catalog)
+    sqlfiles.apply_views(connection, synthetic_catalog)
     assert connection.execute("SELECT count(*), count(DISTINCT chunk_id) FROM v_faiss_idmap").fetchone() == (
         2000, 2000,
     )
@@ -586,7 +599,7 @@ def test_statements_calling_core_owning_udfs_run_with_one_duckdb_thread(
     through a macro (also one the script itself defines); other statements keep the setting."""
     build_index(synthetic_catalog, "flat")
     connection.execute("SET threads = 3")
-    owners = bootstrap.core_owning_names(connection)
+    owners = sqlfiles.core_owning_names(connection)
     assert {"faiss_topk", "exact_rerank", "embed", "faiss_search"} <= owners
     assert "faiss_index_info" not in owners
     script = tmp_path / "threads.sql"
@@ -601,7 +614,7 @@ def test_statements_calling_core_owning_udfs_run_with_one_duckdb_thread(
         "SELECT p.threads AS plain, d.threads AS direct, d.hits AS direct_hits, m.threads AS via_macro, "
         "m.hits AS macro_hits FROM plain AS p, direct AS d, via_macro AS m;\n"
     )
-    assert bootstrap.run_script(connection, script).fetchone() == (3, 1, 3, 1, 2)
+    assert sqlfiles.run_script(connection, script).fetchone() == (3, 1, 3, 1, 2)
     assert connection.execute("SELECT current_setting('threads')").fetchone() == (3,)
 
 

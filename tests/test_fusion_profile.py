@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 import bootstrap
+from codeintel import demo, errors, layout, sqlfiles
 from tests.conftest import SYNTHETIC_SEED, copy_catalog, index_and_load_queries
 from tests.eval_support import load_query_set, perturbed, write_pool
-from udfs import faiss_index
+from udfs import faiss_build, faiss_versions
 
 QUERIES = 40
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
@@ -62,7 +63,7 @@ def fusion_template(synthetic_catalog_template: Path, synthetic_table,
     """The synthetic catalog with a flat index, the BM25 index and the judged query set; no profile."""
     root = tmp_path_factory.mktemp("fusion-profile")
     catalog = copy_catalog(synthetic_catalog_template, root / "catalog")
-    faiss_index.build_index(catalog, "flat")
+    faiss_build.build_index(catalog, "flat")
     queries, qrels, relevant = query_set(synthetic_table)
     index_and_load_queries(catalog, root / "query_set", queries, qrels)
     return catalog, relevant
@@ -81,7 +82,7 @@ def connection(catalog: Path) -> duckdb.DuckDBPyConnection:
 
 
 def tune(connection: duckdb.DuckDBPyConnection, **parameters) -> dict:
-    relation = bootstrap.run_script(connection, bootstrap.SQL_DIR / "tune_fusion.sql", parameters)
+    relation = sqlfiles.run_script(connection, layout.SQL_DIR / "tune_fusion.sql", parameters)
     return dict(zip(relation.columns, relation.fetchone(), strict=True))
 
 
@@ -183,7 +184,7 @@ def test_every_grid_point_and_the_pick_agree_with_fusion_in_python(tuned) -> Non
 
 def test_the_profile_records_what_it_was_measured_on(tuned) -> None:
     catalog, connection, row, profile, _ = tuned
-    version = faiss_index.current_version(catalog)
+    version = faiss_versions.current_version(catalog)
     assert Path(row["profile"]) == catalog / "index" / "versions" / version / "fusion.json"
     store_version, fingerprint, faiss_version, _ = connection.execute(
         "SELECT unnest(eval_catalog_versions())").fetchone()
@@ -199,33 +200,33 @@ def test_the_profile_records_what_it_was_measured_on(tuned) -> None:
 def test_a_rebuilt_index_starts_without_a_profile(tuned) -> None:
     catalog, connection, _, _, _ = tuned
     assert connection.execute("SELECT fusion_profile().source").fetchone() == ("fusion.json",)
-    previous = faiss_index.current_version(catalog)
-    faiss_index.build_index(catalog, "flat")
+    previous = faiss_versions.current_version(catalog)
+    faiss_build.build_index(catalog, "flat")
     try:
         assert connection.execute("SELECT fusion_profile().source").fetchone() == ("default",)
     finally:
-        faiss_index.publish(catalog, previous)
+        faiss_versions.publish(catalog, previous)
 
 
 def test_tune_fusion_names_what_is_missing(synthetic_catalog: Path, synthetic_table, tmp_path: Path) -> None:
     queries, qrels, _ = query_set(synthetic_table)
     connection = bootstrap.connect(synthetic_catalog)
     try:
-        with pytest.raises(bootstrap.CatalogError, match="tune_fusion.sql: no queries table; load a query set"):
+        with pytest.raises(errors.CatalogError, match="tune_fusion.sql: no queries table; load a query set"):
             tune(connection)
         connection.execute("CREATE TABLE queries AS SELECT 'q' AS query_id, 'x' AS text, embedding FROM chunks LIMIT 1")
-        with pytest.raises(bootstrap.CatalogError, match=r"tune_fusion.sql: no qrels table \(relevance judgments\)"):
+        with pytest.raises(errors.CatalogError, match=r"tune_fusion.sql: no qrels table \(relevance judgments\)"):
             tune(connection)
         load_query_set(connection, tmp_path / "judged", queries, qrels)
-        with pytest.raises(bootstrap.CatalogError, match="tune_fusion.sql: the hybrid channel needs the BM25 index; "
+        with pytest.raises(errors.CatalogError, match="tune_fusion.sql: the hybrid channel needs the BM25 index; "
                                                          "build it with `python bootstrap.py bm25"):
             tune(connection)
-        bootstrap.build_bm25_index(connection)
-        with pytest.raises(bootstrap.CatalogError, match="tune_fusion.sql: no FAISS index is published; build one"):
+        demo.build_bm25_index(connection)
+        with pytest.raises(errors.CatalogError, match="tune_fusion.sql: no FAISS index is published; build one"):
             tune(connection)
-        faiss_index.build_index(synthetic_catalog, "flat")
+        faiss_build.build_index(synthetic_catalog, "flat")
         load_query_set(connection, tmp_path / "unjudged", queries)
-        with pytest.raises(bootstrap.CatalogError, match="tune_fusion.sql: no query of the queries table has a "
+        with pytest.raises(errors.CatalogError, match="tune_fusion.sql: no query of the queries table has a "
                                                          "judgment of grade > 0"):
             tune(connection)
         assert not list((synthetic_catalog / "index" / "versions").glob("*/fusion.json"))
@@ -240,7 +241,7 @@ def test_tune_fusion_names_what_is_missing(synthetic_catalog: Path, synthetic_ta
     ({"k": 20, "depth": 10}, "tune_fusion.sql: depth (candidates fused per channel) must be at least k = 20, got 10"),
 ], ids=["k-zero", "k-fraction", "depth-text", "depth-below-k"])
 def test_bad_parameters_are_refused(connection, parameters: dict, message: str) -> None:
-    with pytest.raises(bootstrap.CatalogError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(errors.CatalogError, match=message.replace("(", r"\(").replace(")", r"\)")):
         tune(connection, **parameters)
 
 
@@ -270,7 +271,7 @@ def test_hybrid_runs_fuse_with_the_profile_and_explicit_parameters_win(catalog: 
         "bm25_weight := ?, depth := 100) ORDER BY ALL",
         [tuned_row["rrf_k"], tuned_row["faiss_weight"], tuned_row["bm25_weight"]]).fetchall()
     # And the evaluation views score that pool as the script scored the pick.
-    bootstrap.apply_views(connection, catalog)
+    sqlfiles.apply_views(connection, catalog)
     picked = json.loads(Path(tuned_row["profile"]).read_text())["picked"]
     assert connection.execute(
         "SELECT judged_queries, mrr_at_10, ndcg_at_10, recall_at_10 FROM v_eval_per_channel WHERE run_id = 'profiled'"
@@ -310,14 +311,14 @@ def test_without_a_profile_hybrid_runs_use_the_defaults(connection) -> None:
      "was measured on index version other, not on"),
 ], ids=["not-json", "a-list", "negative-weight", "both-weights-zero", "depth-zero", "another-version"])
 def test_a_bad_profile_is_refused_with_the_fix(catalog: Path, connection, content: str, problem: str) -> None:
-    path = catalog / "index" / "versions" / faiss_index.current_version(catalog) / "fusion.json"
+    path = catalog / "index" / "versions" / faiss_versions.current_version(catalog) / "fusion.json"
     path.write_text(content)
     fix = "re-run sql/tune_fusion.sql (python bootstrap.py sql sql/tune_fusion.sql --catalog"
     with pytest.raises(duckdb.Error) as raised:
         connection.execute("SELECT fusion_profile()").fetchall()
     assert f"fusion_profile: {path} {problem}" in str(raised.value)
     assert fix in str(raised.value) and "or delete the file to fuse with the defaults" in str(raised.value)
-    with pytest.raises(bootstrap.CatalogError, match="fusion_profile: .*fusion.json"):
+    with pytest.raises(errors.CatalogError, match="fusion_profile: .*fusion.json"):
         write_pool(connection, channel="hybrid")
     write_pool(connection, channel="faiss")  # only hybrid runs read the profile
 
@@ -329,7 +330,7 @@ def test_a_hand_written_profile_without_provenance_is_used(catalog: Path, connec
 
 
 def test_fusion_save_files_a_profile_only_under_the_index_it_was_measured_on(catalog: Path, connection) -> None:
-    version = faiss_index.current_version(catalog)
+    version = faiss_versions.current_version(catalog)
     profile = {"faiss_weight": 1, "bm25_weight": 2, "rrf_k": 60, "depth": 100}
     save = "SELECT fusion_save(?::JSON)"
     with pytest.raises(duckdb.Error, match="fusion_save: profile lacks measured_on.index_version"):

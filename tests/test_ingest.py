@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
+from codeintel import errors, layout, sqlfiles, store
 
 SAMPLE_FILES = {
     "app/__init__.py": "",
@@ -161,24 +162,24 @@ def test_bad_repositories_fail_cleanly_and_keep_the_store(tmp_path: Path, sample
     catalog, first = sample_ingest
     repo = make_repo(tmp_path / "repo", files)
     (tmp_path / "repo").mkdir(exist_ok=True)
-    with pytest.raises(bootstrap.CatalogError, match=message):
+    with pytest.raises(errors.CatalogError, match=message):
         bootstrap.ingest(repo, catalog)
-    assert bootstrap.current_store(catalog) == first.store
+    assert layout.current_store(catalog) == first.store
     assert not list((catalog / "store" / "versions").glob(".tmp-*"))
 
 
 def test_missing_and_non_directory_paths(tmp_path: Path) -> None:
-    with pytest.raises(bootstrap.CatalogError, match="does not exist"):
+    with pytest.raises(errors.CatalogError, match="does not exist"):
         bootstrap.ingest(tmp_path / "absent", tmp_path / "catalog")
     (tmp_path / "file.py").write_text("x = 1\n")
-    with pytest.raises(bootstrap.CatalogError, match="is not a directory"):
+    with pytest.raises(errors.CatalogError, match="is not a directory"):
         bootstrap.ingest(tmp_path / "file.py", tmp_path / "catalog")
 
 
 def test_unreadable_repository(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Root reads everything, so permission bits cannot simulate this; the check is what matters.
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(bootstrap.CatalogError, match="is not readable"):
+    with pytest.raises(errors.CatalogError, match="is not readable"):
         bootstrap.ingest(tmp_path, tmp_path / "catalog")
 
 
@@ -186,17 +187,17 @@ def test_interrupted_ingest_publishes_nothing(sample_repo: Path, sample_ingest, 
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     catalog, first = sample_ingest
     edited = make_repo(tmp_path / "edited", {**SAMPLE_FILES, "app/new.py": "def added():\n    pass\n"})
-    original = bootstrap.run_script
+    original = sqlfiles.run_script
 
     def fail_on_metadata(connection, script, parameters=None):
         if Path(script).name == "derive_store_metadata.sql":
             raise KeyboardInterrupt
         return original(connection, script, parameters)
 
-    monkeypatch.setattr(bootstrap, "run_script", fail_on_metadata)
+    monkeypatch.setattr(store, "run_script", fail_on_metadata)
     with pytest.raises(KeyboardInterrupt):
         bootstrap.ingest(edited, catalog)
-    assert bootstrap.current_store(catalog) == first.store
+    assert layout.current_store(catalog) == first.store
     assert not list((catalog / "store" / "versions").glob(".tmp-*"))
 
 
@@ -231,9 +232,9 @@ def test_import_rejects_a_file_without_the_schema(tmp_path: Path) -> None:
 
     source = tmp_path / "bad.parquet"
     pq.write_table(pa.table({"id": [1], "uri": ["a.py"]}), source)
-    with pytest.raises(bootstrap.CatalogError, match="lacks column.*start_byte"):
+    with pytest.raises(errors.CatalogError, match="lacks column.*start_byte"):
         bootstrap.import_chunks(source, tmp_path / "catalog")
-    assert bootstrap.current_store(tmp_path / "catalog") is None
+    assert layout.current_store(tmp_path / "catalog") is None
 
 
 def test_import_rejects_duplicate_ids(tmp_path: Path) -> None:
@@ -246,9 +247,9 @@ def test_import_rejects_duplicate_ids(tmp_path: Path) -> None:
     ids[3] = ids[0]
     source = tmp_path / "dup.parquet"
     pq.write_table(table.set_column(0, "id", pa.array(ids, pa.int64())), source)
-    with pytest.raises(bootstrap.CatalogError, match=f"id {ids[0]} appears 2 times"):
+    with pytest.raises(errors.CatalogError, match=f"id {ids[0]} appears 2 times"):
         bootstrap.import_chunks(source, tmp_path / "catalog")
-    assert bootstrap.current_store(tmp_path / "catalog") is None
+    assert layout.current_store(tmp_path / "catalog") is None
 
 
 @pytest.mark.slow

@@ -11,8 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
+from codeintel import errors, sqlfiles, store
 from tests.test_ingest import make_repo
 from udfs import ignore, progress
+from udfs.settings import SettingError
 
 CODE = "def f():\n    return 1\n"
 
@@ -104,9 +106,16 @@ def test_an_empty_ingest_exclude_excludes_nothing_of_its_own(tmp_path: Path) -> 
 @pytest.mark.parametrize("value", ["node_modules/", [".git/", 3], {"a": 1}, None])
 def test_bad_ingest_exclude_is_refused_naming_the_setting(tmp_path: Path, value) -> None:
     repo = make_repo(tmp_path / "repo", {"a.py": CODE})
-    with pytest.raises(bootstrap.CatalogError, match="setting ingest_exclude must be a list of gitwildmatch"):
+    with pytest.raises(SettingError, match="--set: setting ingest_exclude must be a list of strings"):
         bootstrap.ingest(repo, tmp_path / "catalog", settings={"ingest_exclude": value})
-    assert not (tmp_path / "catalog" / "store").exists()
+    assert not (tmp_path / "catalog").exists(), "refused before anything is made"
+
+
+def test_an_ingest_exclude_that_is_no_gitwildmatch_is_refused_naming_the_setting(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo", {"a.py": CODE})
+    with pytest.raises(errors.CatalogError, match="setting ingest_exclude holds a pattern that is not gitwildmatch"):
+        bootstrap.ingest(repo, tmp_path / "catalog", settings={"ingest_exclude": ["a/**/b/***x\\"]})
+    assert not (tmp_path / "catalog").exists()
 
 
 def test_include_globs_limit_the_walk_but_ancestor_gitignores_apply(tmp_path: Path) -> None:
@@ -162,12 +171,12 @@ def test_duckdb_progress_bar_is_off_while_the_ingest_bar_draws(tmp_path: Path,
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # apply_settings would turn DuckDB's bar on
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the tracker draws a tqdm bar
     seen = []
-    run_script = bootstrap.run_script
+    run_script = sqlfiles.run_script
 
     def recording(connection, script, parameters=None):  # noqa: ANN001, ANN202
         seen.append(connection.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0])
         return run_script(connection, script, parameters)
 
-    monkeypatch.setattr(bootstrap, "run_script", recording)
+    monkeypatch.setattr(store, "run_script", recording)
     bootstrap.ingest(make_repo(tmp_path / "repo", {"m.py": CODE}), tmp_path / "catalog")
     assert seen and not any(seen), seen

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,8 +27,9 @@ import duckdb
 import pytest
 
 import bootstrap
-from udfs import faiss_index
-from udfs import staging as staging_dirs
+from codeintel import catalog_db, layout
+from udfs import faiss_build, faiss_versions
+from udfs import versioned_dir as staging_dirs
 
 #: How long a child may take to import the project and reach its sleep.
 CHILD_READY_SECONDS = 120
@@ -35,7 +37,7 @@ CHILD_READY_SECONDS = 120
 
 def start_child(code: str) -> tuple[subprocess.Popen[str], str]:
     """Run ``code`` in a fresh Python in the project directory; return it and the first line it prints."""
-    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=bootstrap.PROJECT_DIR,
+    child = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], cwd=layout.PROJECT_DIR,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     readable, _, _ = select.select([child.stdout], [], [], CHILD_READY_SECONDS)
     line = child.stdout.readline().strip() if readable else ""
@@ -66,13 +68,13 @@ def build_killed_while_writing(catalog: Path, children: list[subprocess.Popen[st
     """A real ``build_index`` in a child, stopped inside its staging directory, then killed with SIGKILL."""
     child, line = start_child(f"""
         import time
-        from udfs import faiss_index
+        from udfs import faiss_build
         def hang(staging, *args):  # the build reached the point where it writes its files
             (staging / "index.faiss").write_bytes(b"x" * 4096)
             print(staging, flush=True)
             time.sleep(600)
-        faiss_index._write_version_files = hang
-        faiss_index.build_index({str(catalog)!r}, "flat")
+        faiss_build._write_version_files = hang
+        faiss_build.build_index({str(catalog)!r}, "flat")
     """)
     children.append(child)
     staging = Path(line)
@@ -84,14 +86,14 @@ def build_killed_while_writing(catalog: Path, children: list[subprocess.Popen[st
 
 
 def ingest_killed_while_staging(catalog: Path, children: list[subprocess.Popen[str]]) -> Path:
-    """The store's real staging path (bootstrap.staging_directory) in a child, which is then killed."""
+    """The store's real staging path (the store's VersionedDir.stage) in a child, which is then killed."""
     child, line = start_child(f"""
         import time
         from pathlib import Path
-        import bootstrap
-        with bootstrap.staging_directory(Path({str(catalog)!r}) / "store" / "versions") as staging:
-            (staging / "chunks.parquet").write_bytes(b"x" * 4096)
-            print(staging, flush=True)
+        from codeintel import layout
+        with layout.store_versions(Path({str(catalog)!r})).stage() as staging:
+            (staging.path / "chunks.parquet").write_bytes(b"x" * 4096)
+            print(staging.path, flush=True)
             time.sleep(600)
     """)
     children.append(child)
@@ -107,9 +109,9 @@ def ingest_killed_while_staging(catalog: Path, children: list[subprocess.Popen[s
 
 def test_gc_removes_the_staging_directory_of_a_killed_build(synthetic_catalog: Path,
                                                             children: list[subprocess.Popen[str]]) -> None:
-    kept = faiss_index.build_index(synthetic_catalog, "flat")["version"]
+    kept = faiss_build.build_index(synthetic_catalog, "flat")["version"]
     staging = build_killed_while_writing(synthetic_catalog, children)
-    collected = faiss_index.gc(synthetic_catalog, keep=1)
+    collected = faiss_versions.gc(synthetic_catalog, keep=1)
     assert staging.name in collected["removed"] and not staging.exists()
     assert collected["kept"] == [kept]
 
@@ -117,7 +119,7 @@ def test_gc_removes_the_staging_directory_of_a_killed_build(synthetic_catalog: P
 def test_next_build_removes_the_staging_directory_of_a_killed_build(synthetic_catalog: Path,
                                                                     children: list[subprocess.Popen[str]]) -> None:
     staging = build_killed_while_writing(synthetic_catalog, children)
-    built = faiss_index.build_index(synthetic_catalog, "flat")
+    built = faiss_build.build_index(synthetic_catalog, "flat")
     assert not staging.exists()
     versions = sorted(p.name for p in (synthetic_catalog / "index" / "versions").iterdir())
     assert versions == [built["version"]]
@@ -132,28 +134,28 @@ def test_staging_of_a_live_process_survives_gc_and_build(synthetic_catalog: Path
     child, line = start_child(f"""
         import time
         from pathlib import Path
-        from udfs import staging
-        print(staging.create(Path({str(versions)!r})), flush=True)
+        from udfs import versioned_dir
+        print(versioned_dir.create(Path({str(versions)!r})), flush=True)
         time.sleep(600)
     """)
     children.append(child)
     theirs = Path(line)
-    faiss_index.build_index(synthetic_catalog, "flat")
-    faiss_index.build_index(synthetic_catalog, "flat")
-    assert mine.name not in faiss_index.gc(synthetic_catalog, keep=1)["removed"]
+    faiss_build.build_index(synthetic_catalog, "flat")
+    faiss_build.build_index(synthetic_catalog, "flat")
+    assert mine.name not in faiss_versions.gc(synthetic_catalog, keep=1)["removed"]
     assert mine.is_dir() and theirs.is_dir()
     kill_hard(child)
-    assert faiss_index.gc(synthetic_catalog, keep=1)["removed"] == [theirs.name]
+    assert faiss_versions.gc(synthetic_catalog, keep=1)["removed"] == [theirs.name]
     assert mine.is_dir()
 
 
 def test_killed_ingest_staging_is_removed_by_gc_command_and_live_one_kept(
         synthetic_catalog: Path, children: list[subprocess.Popen[str]]) -> None:
-    faiss_index.build_index(synthetic_catalog, "flat")
+    faiss_build.build_index(synthetic_catalog, "flat")
     dead = ingest_killed_while_staging(synthetic_catalog, children)
     live = staging_dirs.create(synthetic_catalog / "store" / "versions")
     completed = subprocess.run([sys.executable, "bootstrap.py", "gc", "--keep", "1", "--catalog",
-                                str(synthetic_catalog)], capture_output=True, text=True, cwd=bootstrap.PROJECT_DIR)
+                                str(synthetic_catalog)], capture_output=True, text=True, cwd=layout.PROJECT_DIR)
     assert completed.returncode == 0, completed.stderr
     assert json.loads(completed.stdout)["removed_store_staging"] == [dead.name]
     assert f"removed abandoned staging directory {dead}" in completed.stderr
@@ -168,7 +170,7 @@ def test_next_import_removes_a_killed_ingest_staging_and_keeps_a_live_one(
     assert result.unchanged
     assert not dead.exists() and live.is_dir()
     # Publishing a new store collects old versions but never another writer's live staging directory.
-    bootstrap.collect_old_store_versions(synthetic_catalog)
+    layout.store_versions(synthetic_catalog).gc(keep=2)
     assert live.is_dir()
 
 
@@ -216,62 +218,162 @@ def test_this_host_decides_by_pid_not_age(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "bootstrap.py", *args], capture_output=True, text=True,
-                          cwd=bootstrap.PROJECT_DIR)
+                          cwd=layout.PROJECT_DIR)
 
 
 def current_target(catalog: Path) -> str:
     return os.readlink(catalog / "index" / "CURRENT")
 
 
-def test_lifecycle_commands_beside_a_reader_holding_the_catalog(synthetic_catalog: Path,
-                                                                children: list[subprocess.Popen[str]]) -> None:
-    first = bootstrap.build_index(synthetic_catalog, "flat")["version"]  # persists v_faiss_idmap
-    second = faiss_index.build_index(synthetic_catalog, "flat")["version"]
-    database = synthetic_catalog / bootstrap.CATALOG_DB
-    reader, ready = start_child(f"""
-        import time, duckdb
-        connection = duckdb.connect({str(database)!r}, read_only=True)
-        print("ready", flush=True)
-        time.sleep(600)
-    """)
+READER_LOOP = """
+    import sys, time, duckdb
+    connection = duckdb.connect(sys.argv[1], read_only=True)
+    print("ready", flush=True)
+    queries, errors = 0, []
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        try:
+            connection.execute("SELECT count(*) FROM chunks").fetchone()
+            connection.execute("SELECT count(*) FROM v_faiss_join WHERE indexed").fetchone()
+            queries += 1
+        except Exception as error:  # any error is what the test is looking for
+            errors.append(str(error))
+        try:
+            open(sys.argv[2]).close()
+            break
+        except FileNotFoundError:
+            time.sleep(0.02)
+    print(queries, len(errors), errors[:3], flush=True)
+"""
+
+
+def start_reader(database: Path, stop_file: Path) -> subprocess.Popen[str]:
+    """A stock DuckDB client holding ``database`` read-only and querying it until ``stop_file`` exists."""
+    reader = subprocess.Popen([sys.executable, "-c", textwrap.dedent(READER_LOOP), str(database), str(stop_file)],
+                              stdout=subprocess.PIPE, text=True, cwd=layout.PROJECT_DIR)
+    assert reader.stdout is not None and reader.stdout.readline().strip() == "ready"
+    return reader
+
+
+def stop_reader(reader: subprocess.Popen[str], stop_file: Path) -> tuple[int, int, str]:
+    stop_file.touch()
+    output, _ = reader.communicate(timeout=60)
+    queries, errors, sample = output.strip().split(" ", 2)
+    return int(queries), int(errors), sample
+
+
+def test_a_reader_sees_no_error_through_ingest_build_publish_rollback_gc_and_bm25(
+        synthetic_catalog: Path, synthetic_catalog_template: Path, tmp_path: Path,
+        children: list[subprocess.Popen[str]]) -> None:
+    """Issue 13 item 1: writers never need the reader's lock; the reader keeps its file and sees no error."""
+    first = bootstrap.build_index(synthetic_catalog, "flat")["version"]  # persists the v_faiss_* views
+    database = synthetic_catalog / layout.CATALOG_DB
+    stop_file = tmp_path / "stop"
+    reader = start_reader(database, stop_file)
     children.append(reader)
-    assert ready == "ready"
     catalog = str(synthetic_catalog)
 
+    built = run_cli("build", "--family", "flat", "--catalog", catalog)
+    assert built.returncode == 0, built.stderr
+    second = json.loads(built.stdout)["version"]
     rolled = run_cli("rollback", "--to", first, "--catalog", catalog)
     assert rolled.returncode == 0, rolled.stderr
-    assert current_target(synthetic_catalog) == f"versions/{first}"
     assert f"rollback: CURRENT changed from index version {second} to {first}" in rolled.stderr
-    # The lock was real: the refresh failed, and the warning says the change stands.
-    assert "views were not refreshed" in rolled.stderr and "lock" in rolled.stderr.lower()
+    assert "not refreshed" not in rolled.stderr, "nothing locks the refresh out any more"
     assert json.loads(rolled.stdout) == {"current": first, "previous": second}
-
     again = run_cli("rollback", "--to", first, "--catalog", catalog)
-    assert again.returncode == 0, again.stderr
-    assert current_target(synthetic_catalog) == f"versions/{first}"
-    assert f"rollback: index version {first} is already CURRENT; nothing changed" in again.stderr
-    assert json.loads(again.stdout) == {"current": first, "previous": first}
-
+    assert again.returncode == 0 and json.loads(again.stdout) == {"current": first, "previous": first}
     published = run_cli("publish", second, "--catalog", catalog)
     assert published.returncode == 0, published.stderr
-    assert f"publish: CURRENT changed from index version {first} to {second}" in published.stderr
-    # gc and versions never open catalog.duckdb: nothing the views read changes.
     collected = run_cli("gc", "--keep", "1", "--catalog", catalog)
-    assert collected.returncode == 0, collected.stderr
-    assert json.loads(collected.stdout)["removed"] == [first]
-    listed = run_cli("versions", "--catalog", catalog)
-    assert listed.returncode == 0 and json.loads(listed.stdout)["current"] == second
-    assert reader.poll() is None, "the reader kept its connection throughout"
+    assert collected.returncode == 0 and json.loads(collected.stdout)["removed"] == [first]
+    indexed = run_cli("bm25", "--catalog", catalog)
+    assert indexed.returncode == 0, indexed.stderr
+    imported = run_cli("import", str(synthetic_catalog_template.parent / "synthetic_chunks.parquet"),
+                       "--catalog", catalog)
+    assert imported.returncode == 0, imported.stderr
+
+    queries, errors, sample = stop_reader(reader, stop_file)
+    assert errors == 0, sample
+    assert queries > 0
+    # A client connecting now gets the catalog the writers published (bm25's tables are in it).
+    with duckdb.connect(str(database), read_only=True) as connection:
+        assert connection.execute("SELECT count(*) FROM bm25_index_info").fetchone()[0] == 1
+        assert connection.execute("SELECT count(*) FROM v_faiss_join WHERE indexed").fetchone()[0] == 2000
+    # No copy is left behind.
+    assert not [p.name for p in synthetic_catalog.iterdir() if p.name.startswith(staging_dirs.PREFIX)]
+
+
+def test_a_killed_writer_leaves_the_catalog_unchanged_and_its_copy_is_removed(
+        synthetic_catalog: Path, children: list[subprocess.Popen[str]]) -> None:
+    database = synthetic_catalog / layout.CATALOG_DB
+    before = database.read_bytes()
+    child, line = start_child(f"""
+        import time
+        import bootstrap
+        session = bootstrap.open_catalog({str(synthetic_catalog)!r})
+        session.connection.execute("CREATE TABLE half_done AS SELECT 1 AS x")
+        print(session.copy.staging, flush=True)
+        time.sleep(600)
+    """)
+    children.append(child)
+    staging = Path(line)
+    assert staging.parent == synthetic_catalog and staging.is_dir()
+    kill_hard(child)
+    assert database.read_bytes() == before
+    with bootstrap.open_catalog(synthetic_catalog) as session:  # the next writer takes the lock and cleans up
+        assert not staging.exists()
+        assert session.connection.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'half_done'").fetchone()[0] == 0
+
+
+def test_writers_take_turns_and_a_failed_one_publishes_nothing(synthetic_catalog: Path) -> None:
+    database = synthetic_catalog / layout.CATALOG_DB
+    with bootstrap.open_catalog(synthetic_catalog) as session:
+        with catalog_db.writer_lock(synthetic_catalog, wait=False) as held:
+            assert held is False, "a second writer must wait while one is at work"
+        session.connection.execute("CREATE TABLE kept AS SELECT 1 AS x")
+    before = database.read_bytes()
+    with pytest.raises(duckdb.Error), bootstrap.open_catalog(synthetic_catalog) as session:
+        session.connection.execute("CREATE TABLE lost AS SELECT 1 AS x")
+        session.connection.execute("SELECT * FROM no_such_table")
+    assert database.read_bytes() == before
+    with duckdb.connect(str(database), read_only=True) as connection:
+        tables = {row[0] for row in connection.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "kept" in tables and "lost" not in tables
 
 
 def test_views_read_index_current_through_the_symlink(synthetic_catalog: Path) -> None:
     """Why a failed refresh loses nothing: the persisted view names index/CURRENT, not a version."""
     first = bootstrap.build_index(synthetic_catalog, "flat")["version"]
-    faiss_index.build_index(synthetic_catalog, "flat")
-    faiss_index.rollback(synthetic_catalog, to=first)  # no view refresh at all
-    with duckdb.connect(str(synthetic_catalog / bootstrap.CATALOG_DB), read_only=True) as connection:
+    faiss_build.build_index(synthetic_catalog, "flat")
+    faiss_versions.rollback(synthetic_catalog, to=first)  # no view refresh at all
+    with duckdb.connect(str(synthetic_catalog / layout.CATALOG_DB), read_only=True) as connection:
         (sql,) = connection.execute(
             "SELECT sql FROM duckdb_views() WHERE view_name = 'v_faiss_idmap'").fetchone()
         rows = connection.execute("SELECT count(*) FROM v_faiss_idmap").fetchone()[0]
     assert str(synthetic_catalog / "index" / "CURRENT" / "faiss_idmap.parquet") in sql and first not in sql
-    assert rows == faiss_index.list_versions(synthetic_catalog)["versions"][0]["ntotal"]
+    assert rows == faiss_versions.list_versions(synthetic_catalog)["versions"][0]["ntotal"]
+
+
+# --------------------------------------------------------------------------- item 8: moved and copied catalogs
+
+
+def test_a_copied_catalog_reads_its_own_files(synthetic_catalog: Path, tmp_path: Path) -> None:
+    bootstrap.build_index(synthetic_catalog, "flat")
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_catalog, copy, symlinks=True)
+    # The original changes after the copy: its store is gone, so reading it would fail or differ.
+    shutil.rmtree(synthetic_catalog / "store")
+    with bootstrap.open_catalog(copy, read_only=True) as session:  # TEMP views over the copy's own files
+        assert session.connection.execute("SELECT count(*) FROM chunks").fetchone()[0] == 2000
+        assert session.connection.execute("SELECT count(*) FROM v_faiss_join WHERE indexed").fetchone()[0] == 2000
+    database = str(copy / layout.CATALOG_DB)
+    with duckdb.connect(database, read_only=True) as stock, pytest.raises(duckdb.IOException):
+        stock.execute("SELECT count(*) FROM chunks").fetchone()  # still the original's path: says so, loudly
+    relocated = run_cli("views", "--catalog", str(copy))
+    assert relocated.returncode == 0, relocated.stderr
+    with duckdb.connect(database, read_only=True) as stock:  # a stock client after one writing command
+        assert stock.execute("SELECT count(*) FROM chunks").fetchone()[0] == 2000
+        assert not [sql for (sql,) in stock.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
+                    if str(synthetic_catalog) + "/" in sql]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import bootstrap
-from codeintel import corpus, static_training
+from codeintel import corpus, errors, static_training
 from udfs import embedding, static_embedder
 from udfs.context import CatalogContext
 from udfs.registry import UdfError
@@ -432,7 +432,7 @@ def test_a_bad_model_fails_the_ingest_and_keeps_the_store(small_catalog, tmp_pat
         path = copy_model(tmp_path / "corrupt-model")
         (path / "weights.npy").write_bytes(b"\x93NUMPY garbage")
     (repo / "app" / "new.py").write_text("def added():\n    return 1\n")
-    with pytest.raises((UdfError, bootstrap.CatalogError, duckdb.Error), match=r"embed_model"):
+    with pytest.raises((UdfError, errors.CatalogError, duckdb.Error), match=r"embed_model"):
         bootstrap.ingest(repo, catalog, settings={"embed_model": str(path)})
     assert current_store_bytes(catalog) == before
     assert not [p for p in (catalog / "store" / "versions").iterdir() if p.name.startswith(".tmp-")]

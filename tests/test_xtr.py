@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
+from codeintel import errors, layout, sqlfiles
 from tests.conftest import EVAL_QUERY_COUNT, copy_catalog
 from tests.eval_support import load_query_set, write_hand_run, write_pool
 from udfs import xtr
@@ -75,10 +76,10 @@ def lens_catalog(eval_catalog_template: Path, tmp_path_factory: pytest.TempPathF
     # Reconnected, so the pool view reads the new pool files.
     connection = bootstrap.connect(catalog)
     try:
-        summary = bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_xtr.sql",
+        summary = sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql",
                                        {"sample": LENS_SAMPLE, "k": LENS_K}).fetchone()
         assert summary[2:5] == (EVAL_QUERY_COUNT, EVAL_QUERY_COUNT, LENS_K)
-        bootstrap.apply_views(connection, catalog)
+        sqlfiles.apply_views(connection, catalog)
     finally:
         connection.close()
     return catalog
@@ -126,7 +127,7 @@ def test_token_vectors_round_trip_through_float16(lens_catalog: Path, embedder: 
     schema = pq.read_schema(path)
     assert schema.field("vector").type == pa.list_(pa.float16(), 384)
     stored = read_token_vectors(path, "chunk_id")
-    chunks = pq.read_table(bootstrap.current_store(lens_catalog) / "chunks.parquet", columns=["id", "content"])
+    chunks = pq.read_table(layout.current_store(lens_catalog) / "chunks.parquet", columns=["id", "content"])
     content = dict(zip(chunks.column("id").to_pylist(), chunks.column("content").to_pylist(), strict=True))
     chunk_ids = sorted(stored)[:8]
     fresh = embedder.embed_tokens([content[chunk_id] for chunk_id in chunk_ids])
@@ -161,7 +162,7 @@ def test_xtr_oracle_is_the_maxsim_top_k_of_the_stored_vectors(lens_catalog: Path
 def test_flat_oracle_is_exact_inner_product_over_the_same_split(lens_catalog: Path) -> None:
     lens = lens_catalog / "xtr"
     split = pq.read_table(lens / xtr.DEV_SPLIT_FILE).column("chunk_id").to_numpy()
-    store = pq.read_table(bootstrap.current_store(lens_catalog) / "chunks.parquet", columns=["id", "embedding"])
+    store = pq.read_table(layout.current_store(lens_catalog) / "chunks.parquet", columns=["id", "embedding"])
     position = {chunk_id: row for row, chunk_id in enumerate(store.column("id").to_pylist())}
     vectors = np.asarray(store.column("embedding").to_pylist(), dtype=np.float32)[[position[i] for i in split]]
     queries = pq.read_table(lens_catalog / "eval" / "queries.parquet")
@@ -196,7 +197,7 @@ def test_a_stock_duckdb_client_reads_the_lens_views(lens_catalog: Path) -> None:
         print(con.execute("SELECT count(*) FROM v_xtr_recall_per_run WHERE recall_vs_xtr IS NOT NULL").fetchone()[0])
     """)
     output = subprocess.run(
-        [sys.executable, "-I", "-c", program, str(lens_catalog / bootstrap.CATALOG_DB)],
+        [sys.executable, "-I", "-c", program, str(lens_catalog / layout.CATALOG_DB)],
         capture_output=True, text=True, check=True, cwd="/",
     ).stdout.split()
     assert output == [str(2 * EVAL_QUERY_COUNT), "2"]
@@ -243,7 +244,7 @@ def test_recall_views_on_a_hand_made_lens(tmp_path: Path) -> None:
         per_run = connection.execute(
             "SELECT run_id, k, lens_queries, xtr_queries, recall_vs_xtr, recall_vs_flat, xtr_flat_overlap, "
             "hits_outside_dev_split FROM v_xtr_recall_per_run ORDER BY run_id").fetchall()
-        report = bootstrap.run_script(connection, bootstrap.SQL_DIR / "report_xtr.sql")
+        report = sqlfiles.run_script(connection, layout.SQL_DIR / "report_xtr.sql")
         report_rows = report.fetchall()
         report_columns = report.columns
     finally:
@@ -270,9 +271,9 @@ def test_recall_views_on_a_hand_made_lens(tmp_path: Path) -> None:
 def test_build_without_a_query_set_says_to_load_one(synthetic_catalog: Path) -> None:
     connection = bootstrap.connect(synthetic_catalog)
     try:
-        with pytest.raises(bootstrap.CatalogError, match=r"no queries table; load a query set with "
+        with pytest.raises(errors.CatalogError, match=r"no queries table; load a query set with "
                                                          r"sql/load_queries\.sql first"):
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_xtr.sql")
+            sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql")
     finally:
         connection.close()
     assert not (synthetic_catalog / xtr.LENS_DIR).exists()
@@ -280,7 +281,7 @@ def test_build_without_a_query_set_says_to_load_one(synthetic_catalog: Path) -> 
 
 def test_cli_without_a_query_set_fails_cleanly(synthetic_catalog: Path) -> None:
     completed = subprocess.run([sys.executable, "bootstrap.py", "xtr", "--catalog", str(synthetic_catalog)],
-                               capture_output=True, text=True, cwd=bootstrap.PROJECT_DIR)
+                               capture_output=True, text=True, cwd=layout.PROJECT_DIR)
     assert completed.returncode == 2
     assert "load a query set with sql/load_queries.sql" in completed.stderr and "Traceback" not in completed.stderr
 
@@ -300,10 +301,10 @@ def unjudged_catalog(synthetic_catalog: Path, tmp_path: Path) -> Path:
 def test_empty_dev_split_is_refused(unjudged_catalog: Path) -> None:
     connection = bootstrap.connect(unjudged_catalog)
     try:
-        with pytest.raises(bootstrap.CatalogError, match="the dev split is empty.*pass sample > 0"):
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_xtr.sql", {"sample": 0})
-        with pytest.raises(bootstrap.CatalogError, match="sample must be at least 0, got -1"):
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_xtr.sql", {"sample": -1})
+        with pytest.raises(errors.CatalogError, match="the dev split is empty.*pass sample > 0"):
+            sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql", {"sample": 0})
+        with pytest.raises(errors.CatalogError, match="sample must be at least 0, got -1"):
+            sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql", {"sample": -1})
     finally:
         connection.close()
     assert not (unjudged_catalog / xtr.LENS_DIR).exists()
@@ -324,7 +325,7 @@ def test_a_connection_older_than_its_query_set_is_told_to_reconnect(synthetic_ca
     connection = bootstrap.connect(synthetic_catalog)
     try:
         load_query_set(connection, tmp_path / "query_set", [{"query_id": "a", "text": "fn_1 value"}])
-        with pytest.raises(bootstrap.CatalogError, match="not on this connection yet.*reconnect"):
-            bootstrap.run_script(connection, bootstrap.SQL_DIR / "build_xtr.sql")
+        with pytest.raises(errors.CatalogError, match="not on this connection yet.*reconnect"):
+            sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql")
     finally:
         connection.close()

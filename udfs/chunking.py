@@ -39,7 +39,7 @@ import tree_sitter_python
 import tree_sitter_rust
 import tree_sitter_typescript
 
-from udfs import ignore, progress
+from udfs import progress
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec
 
@@ -555,11 +555,6 @@ def language_of(context: CatalogContext, uris: pa.ChunkedArray) -> pa.Array:
     """Arrow UDF: the language of each path by its extension, NULL when unknown."""
     languages = [None if uri is None else language_for_path(uri) for uri in uris.to_pylist()]
     return pa.array(languages, type=pa.string())
-
-
-# Ingest's own setting (ingest_exclude) lives with its matcher; bootstrap collects settings from
-# the UDF families, and chunking is the family ingest runs.
-DEFAULT_SETTINGS = ignore.DEFAULT_SETTINGS
 
 
 REGISTRY: tuple[UdfSpec, ...] = (

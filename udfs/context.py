@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from udfs.settings import Settings
 
 
 @dataclasses.dataclass
@@ -20,9 +23,14 @@ class CatalogContext:
     catalog_dir: Path
     #: The connection embeds a new chunk store (ingest), so ``embed`` may differ from the current store's embedder.
     ingesting: bool = False
-    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: A mapping is checked and completed with defaults (tests and benches pass overrides only).
+    settings: Settings | Mapping[str, Any] = dataclasses.field(default_factory=Settings)
     resources: dict[str, Any] = dataclasses.field(default_factory=dict)
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.settings, Settings):
+            self.settings = Settings.resolve(self.settings)
 
     def resource(self, key: str, factory: Any) -> Any:
         """Return the cached resource ``key``, creating it once with ``factory()``."""

@@ -58,22 +58,6 @@ EMBEDDER_NAMES = {"static-code": PACKAGED_STATIC_MODEL, "minilm": PACKAGED_MODEL
 #: store.json's embedder for vectors a user imported (bootstrap.import_chunks).
 IMPORTED_PREFIX = "imported:"
 
-#: Every ``embed_*`` setting with its default; ``None`` means "derived", as documented.
-#: The tokenizer, token, batch and thread settings apply to ONNX models only.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    # The static code model won the docstring-to-code benchmark (BENCHMARKS.md, bench/bench_eval.py).
-    "embed_model": "static-code",
-    # None: a tokenizer.json next to the model file, else the packaged one.
-    "embed_tokenizer": None,
-    "embed_max_tokens": DEFAULT_MAX_TOKENS,
-    "embed_batch_size": DEFAULT_BATCH_SIZE,
-    # None: os.cpu_count().
-    "embed_threads": None,
-    # A query is a question, not a file: 100,000 characters is ~2,500 lines of code.  Without
-    # a cap a 100 MB text ran for minutes (tokenizing all of it) before anything refused it.
-    "embed_max_query_chars": 100_000,
-}
-
 PROGRESS_INTERVAL_S = 5.0
 # A pause longer than this between two calls ends one embedding run and starts the next,
 # so the logged rate is not diluted by the time a connection sat idle.
@@ -265,7 +249,7 @@ def embedder_choice(context: CatalogContext) -> EmbedderChoice:
     packaged all-MiniLM-L6-v2), or a path, relative to the catalog directory or absolute: a
     static model directory (holding model.json) or an ONNX sentence-model file.
     """
-    value = context.settings.get("embed_model", DEFAULT_SETTINGS["embed_model"])
+    value = context.settings.embed_model
     if value in EMBEDDER_NAMES:
         model = EMBEDDER_NAMES[value]
     else:
@@ -285,7 +269,7 @@ def embedder_choice(context: CatalogContext) -> EmbedderChoice:
             f"embed: setting embed_model points to {model}, which is not a file; set it to "
             f"{' or '.join(EMBEDDER_NAMES)}, a static model directory or an ONNX sentence model"
         )
-    tokenizer_setting = context.settings.get("embed_tokenizer", DEFAULT_SETTINGS["embed_tokenizer"])
+    tokenizer_setting = context.settings.embed_tokenizer
     if tokenizer_setting is None:
         beside_model = model.parent / "tokenizer.json"
         tokenizer = beside_model if beside_model.is_file() else PACKAGED_TOKENIZER
@@ -296,18 +280,10 @@ def embedder_choice(context: CatalogContext) -> EmbedderChoice:
             f"embed: setting embed_tokenizer points to {tokenizer}, which is not a file; set it "
             "to the model's tokenizer.json, or remove it to use the one beside the model"
         )
-    numbers = {}
-    for key in ("embed_max_tokens", "embed_batch_size", "embed_threads"):
-        value = context.settings.get(key, DEFAULT_SETTINGS[key])
-        if key == "embed_threads" and value is None:
-            value = os.cpu_count() or 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UdfError(
-                f"embed: setting {key} must be a positive integer, got {value!r}; fix or remove it"
-            )
-        numbers[key] = value
-    return EmbedderChoice("onnx", model, tokenizer, numbers["embed_max_tokens"], numbers["embed_batch_size"],
-                          numbers["embed_threads"])
+    # Types and ranges were checked when the settings were resolved (udfs/settings.py).
+    settings = context.settings
+    return EmbedderChoice("onnx", model, tokenizer, settings.embed_max_tokens, settings.embed_batch_size,
+                          settings.embed_threads or os.cpu_count() or 1)
 
 
 def contextual_choice(context: CatalogContext) -> EmbedderChoice:
@@ -319,7 +295,7 @@ def contextual_choice(context: CatalogContext) -> EmbedderChoice:
     choice = embedder_choice(context)
     if choice.kind == "onnx":
         return choice
-    return embedder_choice(dataclasses.replace(context, settings={**context.settings, "embed_model": "minilm"}))
+    return embedder_choice(dataclasses.replace(context, settings=context.settings.replace({"embed_model": "minilm"})))
 
 
 def _sentence_embedder(choice: EmbedderChoice) -> SentenceEmbedder:
@@ -461,14 +437,8 @@ def _label_prefix(path: Path) -> str:
 
 
 def max_query_chars(context: CatalogContext) -> int:
-    """Setting ``embed_max_query_chars``, checked: the longest text ``embed`` accepts."""
-    value = context.settings.get("embed_max_query_chars", DEFAULT_SETTINGS["embed_max_query_chars"])
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UdfError(
-            f"embed: setting embed_max_query_chars must be a positive integer, got {value!r}; fix or remove it "
-            f"(default {DEFAULT_SETTINGS['embed_max_query_chars']})"
-        )
-    return value
+    """Setting ``embed_max_query_chars`` (checked positive when resolved): the longest text ``embed`` accepts."""
+    return context.settings.embed_max_query_chars
 
 
 def _refuse_long_queries(texts: pa.Array | pa.ChunkedArray, limit: int) -> None:

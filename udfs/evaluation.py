@@ -40,10 +40,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from udfs.autotune import write_profile
 from udfs.context import CatalogContext
-from udfs.faiss_index import TUNING_FILE, current_version
+from udfs.faiss_versions import TUNING_FILE, current_version
 from udfs.registry import UdfError, UdfSpec
+from udfs.versioned_dir import write_json_atomic
 
 # A sentence ends at . ! or ? followed by white space or the end of the paragraph.
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
@@ -153,7 +153,7 @@ def save_fusion_profile(catalog_dir: Path, profile_text: str) -> str:
         raise UdfError(f"fusion_save: index/CURRENT points at {version}, which has no directory "
                        f"{path.parent}; publish a complete version (python bootstrap.py rollback or build)")
     created_at = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    write_profile(path, {"format": FUSION_FORMAT, **profile, "created_at": created_at})
+    write_json_atomic(path, {"format": FUSION_FORMAT, **profile, "created_at": created_at})
     return str(path)
 
 

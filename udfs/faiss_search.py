@@ -11,19 +11,21 @@
   empty query, or a zero query on an 'ip' or 'cos' index (every score 0: no ranking at all),
   is an error.  FLOAT[384] arrays (``embed()``) are accepted: DuckDB casts ARRAY to LIST.
 * ``exact_rerank(q, candidate_ids BIGINT[], k, metric)``: exact scores of the candidates from
-  the stored vectors (metric 'ip', 'cos' or 'l2'), top k of them; unknown or repeated ids
-  are dropped (unknown ones counted in ``faiss_rerank_unknown_ids_total``).
-* ``faiss_set_params('nprobe=32')``: apply a faiss ParameterSpace string to the loaded index
-  of this connection (until CURRENT changes); returns the resulting parameters.
+  the stored vectors (metric 'ip', 'cos' or 'l2'; NULL: the published index's own metric, read
+  from the loaded index, which is what ``faiss_search(k_factor := ...)`` passes), top k of
+  them; unknown or repeated ids are dropped (unknown ones counted in
+  ``faiss_rerank_unknown_ids_total``).
+* ``faiss_set_params('nprobe=32')``: apply search parameters (nprobe, efSearch,
+  refine_k_factor: :mod:`udfs.faiss_params`) to the loaded index of this connection (until
+  CURRENT changes); returns the resulting parameters.
 * ``faiss_index_info()``: the loaded version's facts as a STRUCT (the table macro of the
   same name gives it as a row).
-* ``faiss_build(family, options_json)``: build and publish a version; returns the manifest
-  as JSON (the table macro of the same name and ``sql/build_index.sql`` give it as rows).
+
+``faiss_build`` is :mod:`udfs.faiss_build`'s; ``faiss_autotune`` is :mod:`udfs.autotune`'s.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -32,17 +34,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from udfs.context import CatalogContext
-from udfs.faiss_index import DEFAULT_SETTINGS, LoadedIndex, build_index, build_settings, load_current
+from udfs.faiss_current import load_current
+from udfs.faiss_loaded import METRICS, LoadedIndex
 from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS, TOPK_EXACT_FALLBACK
 from udfs.registry import UdfError, UdfSpec, combined
 
-# DEFAULT_SETTINGS is re-exported: bootstrap collects it from every UDF family module.
-__all__ = ["DEFAULT_SETTINGS", "REGISTRY", "exact_rerank", "faiss_topk"]
-
 HITS_TYPE = "STRUCT(rank INTEGER, chunk_id BIGINT, score FLOAT)[]"
 _HITS_ARROW_TYPE = pa.list_(pa.struct([("rank", pa.int32()), ("chunk_id", pa.int64()), ("score", pa.float32())]))
-RERANK_METRICS = ("ip", "cos", "l2")
-_COS, _L2 = RERANK_METRICS.index("cos"), RERANK_METRICS.index("l2")
+_COS, _L2 = METRICS.index("cos"), METRICS.index("l2")
 # Candidates scored per gather from vectors.npy: bounds the temporary copy (64k x d floats)
 # however large k * k_factor and the chunk are.
 _SCORE_BLOCK = 65_536
@@ -194,13 +193,13 @@ def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) 
     return _hits_array(present, counts, ranks, ids, hit_scores)
 
 
-def _metric_codes(metrics: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    unknown = sorted(set(pc.unique(metrics).to_pylist()) - {None, *RERANK_METRICS})
+def _metric_codes(metrics: pa.Array, index_metric: str) -> np.ndarray:
+    """Per row, the position in METRICS of the metric to score by; NULL rows take the index's own."""
+    unknown = sorted(set(pc.unique(metrics).to_pylist()) - {None, *METRICS})
     if unknown:
-        allowed = ", ".join(map(repr, RERANK_METRICS))
+        allowed = ", ".join(map(repr, METRICS))
         raise UdfError(f"exact_rerank: metric must be one of {allowed}, got {unknown[0]!r}")
-    codes = pc.index_in(metrics, value_set=pa.array(RERANK_METRICS)).fill_null(0).to_numpy()
-    return codes, metrics.is_valid().to_numpy(zero_copy_only=False)
+    return pc.index_in(metrics, value_set=pa.array(METRICS)).fill_null(METRICS.index(index_metric)).to_numpy()
 
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
@@ -245,14 +244,14 @@ def exact_rerank(
     started = time.perf_counter()
     loaded = load_current(context)
     candidates = combined(candidate_ids)
-    codes, metric_present = _metric_codes(combined(metric))
+    codes = _metric_codes(combined(metric), loaded.metric)
     matrix, q_present = _query_matrix(combined(q), loaded.dimension, "exact_rerank")
     k_values, k_present = _k_values(combined(k), "exact_rerank")
-    present = q_present & k_present & metric_present & candidates.is_valid().to_numpy(zero_copy_only=False)
+    present = q_present & k_present & candidates.is_valid().to_numpy(zero_copy_only=False)
 
     row_queries = np.zeros((len(present), loaded.dimension), dtype=np.float32)
     row_queries[q_present] = matrix
-    _refuse_zero_queries(matrix, q_present, (codes != _L2)[q_present] & metric_present[q_present], "exact_rerank")
+    _refuse_zero_queries(matrix, q_present, (codes != _L2)[q_present], "exact_rerank")
     row_queries[codes == _COS] = _unit_rows(row_queries[codes == _COS])
 
     # One entry per candidate: owning row, chunk id, position in its list.  flatten() skips NULL
@@ -316,28 +315,6 @@ def _faiss_index_info(context: CatalogContext) -> dict[str, Any]:
     }
 
 
-def _faiss_build(context: CatalogContext, family: str, options: str) -> str:
-    try:
-        requested = json.loads(options)
-    except json.JSONDecodeError as error:
-        raise UdfError(
-            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}' ({error})"
-        ) from error
-    if not isinstance(requested, dict):
-        raise UdfError(
-            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}', got {options!r}"
-        )
-    publish = requested.pop("publish", None)
-    params = {
-        **build_settings(context.settings),
-        **{name: value for name, value in requested.items() if value is not None},
-    }
-    manifest = build_index(
-        context.catalog_dir, family, publish=True if publish is None else bool(publish), **params
-    )
-    return json.dumps(manifest)
-
-
 REGISTRY: tuple[UdfSpec, ...] = (
     UdfSpec(
         name="faiss_topk",
@@ -355,7 +332,8 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type=HITS_TYPE,
         null_handling="special",
         owns_cores=True,
-        doc="Exact top-k of candidate chunk ids by metric 'ip', 'cos' or 'l2' over the stored vectors.",
+        doc="Exact top-k of candidate chunk ids by metric 'ip', 'cos' or 'l2' (NULL: the index's) over the "
+        "stored vectors.",
     ),
     UdfSpec(
         name="faiss_set_params",
@@ -364,7 +342,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type="VARCHAR",
         kind="native",
         side_effects=True,
-        doc="Apply a faiss ParameterSpace string ('nprobe=32', 'efSearch=128', 'k_factor_rf=8').",
+        doc="Set search parameters on the loaded index ('nprobe=32', 'efSearch=128', 'refine_k_factor=8').",
     ),
     UdfSpec(
         name="faiss_index_info",
@@ -377,15 +355,5 @@ REGISTRY: tuple[UdfSpec, ...] = (
         ),
         kind="native",
         doc="Facts about the published index as loaded by this connection.",
-    ),
-    UdfSpec(
-        name="faiss_build",
-        function=_faiss_build,
-        parameters=("VARCHAR", "VARCHAR"),
-        return_type="VARCHAR",
-        kind="native",
-        side_effects=True,
-        owns_cores=True,
-        doc="Build (and unless options.publish is false, publish) an index version; returns the manifest.",
     ),
 )

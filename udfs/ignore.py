@@ -25,20 +25,15 @@ from typing import Any
 
 import pathspec
 
+from udfs.settings import DEFAULT_INGEST_EXCLUDE
+
 logger = logging.getLogger("codeintel.ingest")
 
-#: Tool and dependency directories that hold no code of the repository's own.  Only names no
-#: source package plausibly has: ``build``, ``dist``, ``target``, ``vendor``, ``third_party`` and
-#: ``venv`` (the standard library's own venv package) are left to the repository's .gitignore.
-DEFAULT_EXCLUDE: tuple[str, ...] = (
-    ".git/", ".hg/", ".svn/", ".venv/", "node_modules/", "__pycache__/", ".tox/", ".mypy_cache/",
-    ".pytest_cache/", "site-packages/",
-)
-
-DEFAULT_SETTINGS: dict[str, Any] = {
-    # gitwildmatch patterns (the .gitignore syntax) relative to the repository root.
-    "ingest_exclude": list(DEFAULT_EXCLUDE),
-}
+#: The ingest_exclude default (udfs/settings.py): tool and dependency directories that hold no
+#: code of the repository's own.  Only names no source package plausibly has: ``build``,
+#: ``dist``, ``target``, ``vendor``, ``third_party`` and ``venv`` (the standard library's own
+#: venv package) are left to the repository's .gitignore.
+DEFAULT_EXCLUDE = DEFAULT_INGEST_EXCLUDE
 
 #: DuckDB glob metacharacters: an include glob's directories up to the first one are literal.
 _GLOB_CHARACTERS = re.compile(r"[*?\[{]")

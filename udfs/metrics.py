@@ -16,7 +16,7 @@ SQL surface:
 No SQL function opens a listener: any SQL caller could otherwise expose this process on any
 interface and port.  The HTTP exporter is started from Python, by a command or a host
 program, with :func:`serve`, which takes its address from the connection's settings only
-(``DEFAULT_SETTINGS``: ``metrics_host``, loopback by default, and ``metrics_port``, 1024 or
+(udfs/settings.py: ``metrics_host``, loopback by default, and ``metrics_port``, 1024 or
 above, so it never takes a privileged port even when run as root).  It answers ``/metrics``
 only.
 """
@@ -29,7 +29,7 @@ import logging
 import socket
 import socketserver
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -37,18 +37,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_a
 
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec
+from udfs.settings import Settings, field_default
 
 logger = logging.getLogger("codeintel.metrics")
 
 COLLECTOR_REGISTRY = CollectorRegistry(auto_describe=True)
 
-#: Every ``metrics_*`` setting with its default (bootstrap collects it from every family).
-#: 9464 is the port OpenTelemetry's Prometheus exporter uses by default: unprivileged and
-#: rarely taken.
-DEFAULT_SETTINGS: dict[str, Any] = {
-    "metrics_host": "127.0.0.1",
-    "metrics_port": 9464,
-}
 #: Ports below this are privileged on POSIX (sshd, web servers): never ours to take.
 MIN_PORT = 1024
 MAX_PORT = 65535
@@ -142,10 +136,9 @@ def _metrics_only(app: Any) -> Any:
     return application
 
 
-def exporter_address(settings: Mapping[str, Any]) -> tuple[str, int]:
-    """``(metrics_host, metrics_port)`` from the settings, checked; defaults from :data:`DEFAULT_SETTINGS`."""
-    host = settings.get("metrics_host", DEFAULT_SETTINGS["metrics_host"])
-    port = settings.get("metrics_port", DEFAULT_SETTINGS["metrics_port"])
+def exporter_address(settings: Settings) -> tuple[str, int]:
+    """``(metrics_host, metrics_port)`` from the settings, checked again (a Settings may be built unchecked)."""
+    host, port = settings.metrics_host, settings.metrics_port
     if not isinstance(host, str) or not host.strip():
         raise UdfError(
             f"metrics: setting metrics_host must be a host name or address such as '127.0.0.1', got {host!r}; "
@@ -155,7 +148,7 @@ def exporter_address(settings: Mapping[str, Any]) -> tuple[str, int]:
         raise UdfError(
             f"metrics: setting metrics_port must be an integer from {MIN_PORT} to {MAX_PORT}, got {port!r} "
             f"(ports below {MIN_PORT} are privileged and refused); set metrics_port to a free port such as "
-            f"{DEFAULT_SETTINGS['metrics_port']}"
+            f"{field_default('metrics_port')}"
         )
     return host.strip(), port
 

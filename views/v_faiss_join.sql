@@ -3,17 +3,7 @@
    faiss_row NULL and indexed false. */
 CREATE OR REPLACE VIEW v_faiss_join AS
 SELECT
-    c.id::BIGINT AS id,
-    c.uri::VARCHAR AS uri,
-    c.start_byte::BIGINT AS start_byte,
-    c.end_byte::BIGINT AS end_byte,
-    c.start_line::INTEGER AS start_line,
-    c.end_line::INTEGER AS end_line,
-    c.language::VARCHAR AS language,
-    c.kind::VARCHAR AS kind,
-    c.symbols::VARCHAR[] AS symbols,
-    c.content::VARCHAR AS content,
-    c.embedding AS embedding,
+    c.*,
     m.faiss_row::BIGINT AS faiss_row,
     (m.faiss_row IS NOT NULL)::BOOLEAN AS indexed
 FROM chunks AS c

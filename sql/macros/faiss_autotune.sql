@@ -1,12 +1,9 @@
-/* Autotune as SQL: the table macro over the faiss_autotune UDF of udfs/autotune.py.
-   TEMP, like every macro here, so catalog.duckdb stays openable by a stock DuckDB client.
-
-   faiss_autotune(k := 10, target_recall := 0.95, queries := NULL, query_count := 1000, seed := 0)
+/* faiss_autotune(k := 10, target_recall := 0.95, queries := NULL, query_count := 1000, seed := 0)
      -> parameters VARCHAR, recall_at_k DOUBLE, recall_low DOUBLE, recall_high DOUBLE,
         single_mean_ms DOUBLE, single_p95_ms DOUBLE, batch_mean_ms DOUBLE, batch_p95_ms DOUBLE,
         pareto BOOLEAN, build_default BOOLEAN, meets_target BOOLEAN, picked BOOLEAN, note VARCHAR
      Measures every point of the published index's search-parameter grid (FAISS ParameterSpace:
-     nprobe for IVF, efSearch for HNSW, k_factor_rf for ivf_pq_refine's refine, and their
+     nprobe for IVF, efSearch for HNSW, refine_k_factor for ivf_pq_refine's refine, and their
      combinations), one row each: recall@k against exact search over the index's own vectors
      with a 95% Wilson interval, and per-query latency in milliseconds searching one query per
      call and 64 per call (mean and p95).  It picks the fastest point whose recall@k reaches

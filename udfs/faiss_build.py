@@ -1,0 +1,525 @@
+"""Build a FAISS index version over the published chunk store: options, plan, train, add, write.
+
+``build_index`` reads ``store/CURRENT``, chooses a family (``auto``: :func:`choose_family`),
+plans the factory string (:func:`plan_index`), trains on a seeded sample, adds every vector
+with its chunk id, writes the version files into a staging directory of
+:func:`~udfs.faiss_versions.index_versions` and commits and publishes it (layout:
+:mod:`udfs.faiss_versions`).  Any failure leaves CURRENT on the last good version.
+
+Options: every :class:`BuildOptions` field is the setting ``faiss_<field>`` (defaults, ranges
+and choices defined once in :class:`~udfs.settings.Settings`); options passed to
+``build_index`` / the ``faiss_build`` UDF / ``bootstrap.py build --option`` override the
+connection's settings and are checked the same way, errors naming ``faiss_build``.
+
+Metrics: 'ip' (inner product; the store's embeddings are already normalised, so this is
+cosine without the cost of normalising), 'cos' (vectors and queries normalised first), 'l2'.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import faiss
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from udfs import progress
+from udfs.context import CatalogContext
+from udfs.faiss_params import apply_string
+from udfs.faiss_tuning import NO_PROFILE, write_profile
+from udfs.faiss_versions import IDMAP_FILE, INDEX_FILE, MANIFEST_FILE, TUNING_FILE, VECTORS_FILE, index_versions
+from udfs.registry import UdfError, UdfSpec
+from udfs.settings import SettingError, Settings, field_default, type_name
+from udfs.versioned_dir import new_version_name
+
+logger = logging.getLogger("codeintel.faiss")
+
+FAMILIES = ("flat", "ivf_flat", "ivf_sq", "ivf_pq", "hnsw", "ivf_pq_refine")
+
+# auto: below this many vectors exact search costs less than any index's training.
+FLAT_MAX_VECTORS = 50_000
+# auto: above this many vectors an HNSW build takes too long on a few cores; IVF-PQ trains on a sample.
+HNSW_MAX_VECTORS = 1_000_000
+# k-means wants at least this many training points per centroid (faiss warns below 39).
+TRAIN_POINTS_PER_CENTROID = 39
+DEFAULT_TRAIN_SAMPLE = 100_000
+# Builds get one OpenMP thread per this many vectors: on small stores thread start-up and
+# spin-waiting cost more than they save (IVF-PQ training on 2000 x 384: 0.2 s with 1 thread,
+# 7 s with 2 on a 2-core machine).
+BUILD_VECTORS_PER_THREAD = 50_000
+#: Vectors per add call of a build (not HNSW), so a long add reports progress between batches.
+ADD_BATCH_ROWS = 100_000
+# OPQ trains an internal 8-bit PQ (256 centroids per sub-space) whatever pq_nbits is.
+OPQ_MIN_TRAIN = TRAIN_POINTS_PER_CENTROID * 256
+
+
+# --------------------------------------------------------------------------- build options
+
+
+def _default(option: str) -> Any:
+    """An option's default is its setting's (``faiss_<option>``): defined once, in udfs/settings.py."""
+    return field_default(f"faiss_{option}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildOptions:
+    """Build settings; ``None`` means "derive from the store" (see :func:`plan_index`).
+
+    What each option does, its default and its range: the ``faiss_<option>`` setting.
+    """
+
+    nlist: int | None = _default("nlist")
+    pq_m: int | None = _default("pq_m")
+    pq_nbits: int | None = _default("pq_nbits")
+    opq: bool = _default("opq")
+    hnsw_m: int = _default("hnsw_m")
+    ef_construction: int = _default("ef_construction")
+    metric: str = _default("metric")
+    train_sample: int | None = _default("train_sample")
+    nprobe: int = _default("nprobe")
+    ef_search: int = _default("ef_search")
+    refine_k_factor: float = _default("refine_k_factor")
+    sq_type: str = _default("sq_type")
+    seed: int = _default("seed")
+    memory_budget_bytes: int | None = _default("memory_budget_bytes")
+    use_gpu: bool = _default("use_gpu")
+    build_threads: int | None = _default("build_threads")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, overrides: Mapping[str, Any] | None = None) -> BuildOptions:
+        """The connection's ``faiss_*`` settings, overridden by ``overrides`` (``None`` values keep the setting).
+
+        Overrides arrive from SQL JSON and command lines, so "64" and "true" are accepted for
+        typed options; each is then checked as its setting is, the error naming ``faiss_build``.
+        """
+        names = [field.name for field in dataclasses.fields(cls)]
+        requested = {name: value for name, value in (overrides or {}).items() if value is not None}
+        unknown = sorted(set(requested) - set(names))
+        if unknown:
+            raise UdfError(
+                f"faiss_build: unknown option(s) {', '.join(unknown)}; known options: {', '.join(names)}"
+            )
+        changes = {f"faiss_{name}": _coerce_option(name, value) for name, value in requested.items()}
+        try:
+            settings = settings.replace(changes, source="faiss_build")
+        except SettingError as error:
+            # "faiss_build: setting faiss_nlist must ..." -> "faiss_build: nlist must ...": the
+            # caller passed the option, not the setting.
+            raise UdfError(str(error).replace(" setting faiss_", " ", 1)) from error
+        return cls(**{name: getattr(settings, f"faiss_{name}") for name in names})
+
+
+def build_option_names() -> tuple[str, ...]:
+    """Every name a build accepts as an option: the :class:`BuildOptions` fields, then ``publish``.
+
+    Callers that take options by name (``bootstrap.py build --option``) check against this
+    list before anything runs, so a misspelled option is refused instead of being ignored.
+    """
+    return (*(field.name for field in dataclasses.fields(BuildOptions)), "publish")
+
+
+_OPTION_KINDS = {"bool": "a boolean", "int": "an integer", "float": "a number", "str": "a string"}
+
+
+def _coerce_option(name: str, value: Any) -> Any:
+    """Accept the natural spellings from SQL JSON and command lines ("64", "true") for typed options."""
+    kind = type_name(f"faiss_{name}").split(" ")[0]
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1")
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as error:
+        raise UdfError(f"faiss_build: option {name} must be {_OPTION_KINDS[kind]}, got {value!r}") from error
+
+
+# --------------------------------------------------------------------------- plan and store
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexPlan:
+    """What will be built: the factory string and everything derived for it."""
+
+    family: str
+    family_reason: str
+    factory: str
+    metric: str
+    search_parameters: str  # search-parameter string written into the index, e.g. "nprobe=16" (udfs/faiss_params.py)
+    train_size: int  # rows drawn for training; 0 when the family needs none
+    build_parameters: dict[str, Any]
+
+
+def _default_memory_budget() -> int:
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+
+
+def choose_family(ntotal: int, dimension: int, options: BuildOptions) -> tuple[str, str]:
+    """The family ``auto`` builds for ``ntotal`` vectors, and the reason recorded in the manifest."""
+    raw_bytes = ntotal * dimension * 4
+    budget = options.memory_budget_bytes or _default_memory_budget()
+    sizes = f"raw vectors {raw_bytes / 2**30:.2f} GiB, memory budget {budget / 2**30:.2f} GiB"
+    if ntotal < FLAT_MAX_VECTORS:
+        return (
+            "flat",
+            f"auto: {ntotal} vectors < {FLAT_MAX_VECTORS}: exact Flat search is fast at this size "
+            "and needs no training",
+        )
+    if raw_bytes * 1.5 > budget:
+        return "ivf_pq", (
+            f"auto: {ntotal} vectors, {sizes}: raw vectors do not fit, IVF-PQ keeps only compressed codes in memory; "
+            "re-rank with faiss_search(k_factor := 4), which reads the memory-mapped vectors.npy"
+        )
+    if ntotal >= HNSW_MAX_VECTORS:
+        return "ivf_pq_refine", (
+            f"auto: {ntotal} vectors >= {HNSW_MAX_VECTORS} ({sizes}): IVF-PQ scans compressed codes "
+            "trained on a sample, RFlat re-ranks its candidates with exact distances"
+        )
+    if options.use_gpu:
+        return "ivf_flat", (
+            f"auto: {ntotal} vectors in [{FLAT_MAX_VECTORS}, {HNSW_MAX_VECTORS}) ({sizes}) "
+            "and use_gpu is on: "
+            "IVF-Flat keeps exact distances in the probed lists and runs on GPU, HNSW does not"
+        )
+    return "hnsw", (
+        f"auto: {ntotal} vectors in [{FLAT_MAX_VECTORS}, {HNSW_MAX_VECTORS}) ({sizes}): "
+        "HNSW gives the best CPU latency and recall at this size and needs no training"
+    )
+
+
+def _default_pq_m(dimension: int) -> int:
+    """The largest divisor of ``dimension`` up to d/8: about 8 dimensions per sub-quantizer."""
+    limit = max(1, dimension // 8)
+    return max(m for m in range(1, limit + 1) if dimension % m == 0)
+
+
+def plan_index(family: str, ntotal: int, dimension: int, options: BuildOptions) -> IndexPlan:
+    """Resolve ``family`` (or ``auto``) and the options into a factory string and its parameters."""
+    if family == "auto":
+        family, reason = choose_family(ntotal, dimension, options)
+    elif family in FAMILIES:
+        reason = f"requested explicitly (family={family!r})"
+    else:
+        raise UdfError(
+            f"faiss_build: family must be 'auto' or one of {', '.join(map(repr, FAMILIES))}, got {family!r}"
+        )
+
+    parameters: dict[str, Any] = {"metric": options.metric}
+    if family == "flat":
+        return IndexPlan(family, reason, "Flat", options.metric, "", 0, parameters)
+    if family == "hnsw":
+        parameters.update(
+            hnsw_m=options.hnsw_m, ef_construction=options.ef_construction, ef_search=options.ef_search
+        )
+        factory = f"HNSW{options.hnsw_m},Flat"
+        return IndexPlan(
+            family, reason, factory, options.metric, f"efSearch={options.ef_search}", 0, parameters
+        )
+
+    wanted_nlist = options.nlist or max(1, round(4 * math.sqrt(ntotal)))
+    train_size = min(
+        ntotal, options.train_sample or max(DEFAULT_TRAIN_SAMPLE, TRAIN_POINTS_PER_CENTROID * wanted_nlist)
+    )
+    if options.nlist is None:
+        nlist = max(1, min(wanted_nlist, train_size // TRAIN_POINTS_PER_CENTROID))
+    elif options.nlist > train_size:
+        raise UdfError(
+            f"faiss_build: nlist={options.nlist} needs at least that many training vectors, "
+            f"the store/train_sample gives {train_size}; lower nlist"
+        )
+    else:
+        nlist = options.nlist
+    nprobe = min(options.nprobe, nlist)
+    parameters.update(nlist=nlist, nprobe=nprobe, train_size=train_size, seed=options.seed)
+    if family in ("ivf_flat", "ivf_sq"):
+        codes = "Flat" if family == "ivf_flat" else f"SQ{options.sq_type}"
+        if family == "ivf_sq":
+            parameters.update(sq_type=options.sq_type)
+        return IndexPlan(
+            family, reason, f"IVF{nlist},{codes}", options.metric, f"nprobe={nprobe}", train_size, parameters
+        )
+
+    pq_m = options.pq_m or _default_pq_m(dimension)
+    if dimension % pq_m:
+        raise UdfError(
+            f"faiss_build: pq_m={pq_m} must divide the dimension {dimension}; pick a divisor of {dimension}"
+        )
+    # 8 bits unless the training sample cannot give every PQ centroid 39 points.
+    default_nbits = min(8, max(4, int(math.log2(max(2, train_size / TRAIN_POINTS_PER_CENTROID)))))
+    pq_nbits = options.pq_nbits or default_nbits
+    if 2**pq_nbits > train_size:
+        raise UdfError(
+            f"faiss_build: pq_nbits={pq_nbits} needs at least {2**pq_nbits} training vectors, "
+            f"the store/train_sample gives {train_size}; lower pq_nbits"
+        )
+    if options.opq and train_size < OPQ_MIN_TRAIN:
+        raise UdfError(
+            f"faiss_build: opq needs at least {OPQ_MIN_TRAIN} training vectors (it trains its own 8-bit PQ), "
+            f"the store/train_sample gives {train_size}; leave opq off for this store"
+        )
+    rotation = f"OPQ{pq_m}," if options.opq else ""
+    # "np": no polysemous training, which only serves Hamming-threshold search we never use and
+    # made training 50x slower (11 s instead of 0.2 s for 2000 x 384).
+    factory = f"{rotation}IVF{nlist},PQ{pq_m}x{pq_nbits}np"
+    parameters.update(pq_m=pq_m, pq_nbits=pq_nbits, opq=options.opq)
+    if family == "ivf_pq":
+        return IndexPlan(family, reason, factory, options.metric, f"nprobe={nprobe}", train_size, parameters)
+    parameters.update(refine_k_factor=options.refine_k_factor)
+    search = f"nprobe={nprobe},refine_k_factor={options.refine_k_factor:g}"
+    return IndexPlan(family, reason, f"{factory},RFlat", options.metric, search, train_size, parameters)
+
+
+# --------------------------------------------------------------------------- store
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreSnapshot:
+    """The embeddings of ``store/CURRENT``, sorted by chunk id."""
+
+    version: str
+    fingerprint: str
+    ids: np.ndarray  # int64, ascending
+    vectors: np.ndarray  # float32 (n, d); row i belongs to ids[i]
+    skipped_null_embeddings: int
+
+
+def _store_dir(catalog_dir: Path) -> Path:
+    return Path(catalog_dir) / "store" / "CURRENT"
+
+
+def read_store(catalog_dir: Path) -> StoreSnapshot:
+    """Ids and embeddings of the published store, read column-wise with pyarrow (no per-row Python)."""
+    store = _store_dir(catalog_dir)
+    chunks_path = store / "chunks.parquet"
+    if not chunks_path.is_file():
+        raise UdfError(
+            f"faiss_build: no chunk store at {store} (missing chunks.parquet); build the chunk store first"
+        )
+    info = json.loads((store / "store.json").read_text())
+    table = pq.read_table(chunks_path, columns=["id", "embedding"])
+    embedding = table.column("embedding").combine_chunks()
+    if not pa.types.is_fixed_size_list(embedding.type):
+        raise UdfError(
+            f"faiss_build: {chunks_path} column embedding must be FixedSizeList<float>, "
+            f"found {embedding.type}"
+        )
+    skipped = embedding.null_count
+    if skipped:
+        logger.warning(
+            "faiss_build: %d chunks in %s have a NULL embedding and are left out of the index",
+            skipped,
+            chunks_path,
+        )
+    present = embedding.is_valid()
+    embedding = embedding.filter(present)
+    ids_column = table.column("id").combine_chunks().filter(present)
+    if ids_column.null_count:
+        raise UdfError(f"faiss_build: {chunks_path} has NULL ids; rebuild the chunk store")
+    ids = ids_column.cast(pa.int64()).to_numpy()
+    dimension = embedding.type.list_size
+    vectors = (
+        embedding.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(len(ids), dimension)
+    )
+    if len(ids) == 0:
+        raise UdfError(f"faiss_build: the store {chunks_path} has no embedded chunks; nothing to index")
+    if (ids <= 0).any():
+        raise UdfError(f"faiss_build: {chunks_path} has non-positive ids; chunk ids must be positive")
+    order = np.argsort(ids, kind="stable")
+    ids, vectors = ids[order], vectors[order]
+    if (ids[1:] == ids[:-1]).any():
+        raise UdfError(f"faiss_build: {chunks_path} has duplicate ids; chunk ids must be unique")
+    finite = np.isfinite(vectors).all(axis=1)
+    if not finite.all():
+        raise UdfError(
+            f"faiss_build: {int((~finite).sum())} embeddings in {chunks_path} contain NaN or infinity "
+            f"(first chunk id {int(ids[~finite][0])}); re-embed the store"
+        )
+    return StoreSnapshot(
+        # store.json is written before its directory gets the version name, so the name is the version.
+        version=str(info.get("version") or store.resolve().name),
+        fingerprint=str(info["fingerprint"]),
+        ids=ids,
+        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+        skipped_null_embeddings=int(skipped),
+    )
+
+
+# --------------------------------------------------------------------------- train and write
+
+
+def _faiss_metric(metric: str) -> int:
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.IndexIDMap2:
+    """``index_factory`` + ``IndexIDMap2``: train on a seeded sample, add every vector with its chunk id."""
+    # Per calling thread (an OpenMP ICV): a build run from a DuckDB worker thread gets it too.
+    faiss.omp_set_num_threads(threads)
+    vectors = store.vectors
+    if plan.metric == "cos":
+        vectors = vectors.copy()
+        faiss.normalize_L2(vectors)
+    index = faiss.IndexIDMap2(faiss.index_factory(vectors.shape[1], plan.factory, _faiss_metric(plan.metric)))
+    if plan.family == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efConstruction = plan.build_parameters["ef_construction"]
+    if not index.is_trained:
+        sample = np.random.default_rng(plan.build_parameters["seed"]).choice(
+            len(vectors), plan.train_size, replace=False
+        )
+        with progress.stage(f"faiss_build: training {plan.family}", total=plan.train_size, unit="vectors") as step:
+            index.train(vectors[np.sort(sample)])
+            step.advance(plan.train_size)
+    # HNSW is added in one call: its graph depends on how vectors are batched.  Other families
+    # encode each vector on its own, so adding in batches builds the same index.
+    batch = len(vectors) if plan.family == "hnsw" else max(1, ADD_BATCH_ROWS)
+    with progress.stage(f"faiss_build: adding to {plan.family}", total=len(vectors), unit="vectors") as step:
+        for start in range(0, len(vectors), batch):
+            index.add_with_ids(vectors[start : start + batch], store.ids[start : start + batch])
+            step.advance(len(vectors[start : start + batch]))
+    if plan.search_parameters:
+        apply_string(index, plan.search_parameters, "faiss_build")
+    return index
+
+
+def _write_version_files(
+    directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, manifest: dict[str, Any]
+) -> None:
+    """Every file of a version; the staging commit fsyncs them before the rename."""
+    faiss.write_index(index, str(directory / INDEX_FILE))
+    idmap = pa.table(
+        {"faiss_row": pa.array(np.arange(len(store.ids), dtype=np.int64)), "external_id": pa.array(store.ids)}
+    )
+    pq.write_table(idmap, directory / IDMAP_FILE)
+    np.save(directory / VECTORS_FILE, store.vectors)
+    write_profile(directory / TUNING_FILE, NO_PROFILE)
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def build_index(
+    catalog_dir: Path | str,
+    family: str = "auto",
+    *,
+    publish: bool = True,
+    settings: Settings | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """Build an index over ``store/CURRENT`` as a new version, publish it unless ``publish=False``.
+
+    Returns the version's manifest.  ``params`` are :class:`BuildOptions` fields overriding
+    ``settings`` (default: the default settings).  The version is written in a staging
+    directory and renamed only when complete, and CURRENT is flipped only after that, so any
+    failure leaves CURRENT on the last good version.
+    """
+    catalog_dir = Path(catalog_dir)
+    options = BuildOptions.from_settings(settings or Settings(), params)
+    started = time.perf_counter()
+    with progress.stage("faiss_build: reading the store"):
+        store = read_store(catalog_dir)
+    plan = plan_index(family, len(store.ids), store.vectors.shape[1], options)
+    logger.info(
+        "faiss_build: building %s (%s) over %d vectors: %s",
+        plan.family,
+        plan.factory,
+        len(store.ids),
+        plan.family_reason,
+    )
+    threads = options.build_threads or min(os.cpu_count() or 1, 1 + len(store.ids) // BUILD_VECTORS_PER_THREAD)
+    index = train_and_add(plan, store, threads)
+
+    version = new_version_name()
+    manifest = {
+        "version": version,
+        "family": plan.family,
+        "family_reason": plan.family_reason,
+        "factory": plan.factory,
+        "metric": plan.metric,
+        "dimension": int(store.vectors.shape[1]),
+        "ntotal": int(index.ntotal),
+        "store": {
+            "version": store.version,
+            "fingerprint": store.fingerprint,
+            "skipped_null_embeddings": store.skipped_null_embeddings,
+        },
+        "build_parameters": plan.build_parameters,
+        "search_parameters": plan.search_parameters,
+        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(time.perf_counter() - started, 3),
+        "libraries": {"faiss": faiss.__version__, "numpy": np.__version__, "duckdb": duckdb.__version__},
+    }
+    versions = index_versions(catalog_dir)
+    # stage() first removes the full-size staging directory a build killed earlier (kill -9, OOM) left.
+    with versions.stage() as staging:
+        with progress.stage(f"faiss_build: writing version {version}"):
+            _write_version_files(staging.path, index, store, manifest)
+        staging.commit(version)
+    if publish:
+        try:
+            versions.publish(version)
+        except BaseException:
+            logger.error(
+                "faiss_build: version %s is complete but was not published; CURRENT is unchanged. "
+                "Publish it with `python bootstrap.py publish --catalog %s %s`",
+                version,
+                catalog_dir,
+                version,
+            )
+            raise
+    return manifest
+
+
+# --------------------------------------------------------------------------- SQL
+
+
+def _faiss_build(context: CatalogContext, family: str, options: str) -> str:
+    try:
+        requested = json.loads(options)
+    except json.JSONDecodeError as error:
+        raise UdfError(
+            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}' ({error})"
+        ) from error
+    if not isinstance(requested, dict):
+        raise UdfError(
+            f"faiss_build: options must be a JSON object such as '{{\"nlist\": 256}}', got {options!r}"
+        )
+    publish = requested.pop("publish", None)
+    manifest = build_index(
+        context.catalog_dir,
+        family,
+        publish=True if publish is None else bool(publish),
+        settings=context.settings,
+        **requested,
+    )
+    return json.dumps(manifest)
+
+
+REGISTRY: tuple[UdfSpec, ...] = (
+    UdfSpec(
+        name="faiss_build",
+        function=_faiss_build,
+        parameters=("VARCHAR", "VARCHAR"),
+        return_type="VARCHAR",
+        kind="native",
+        side_effects=True,
+        owns_cores=True,
+        doc="Build (and unless options.publish is false, publish) an index version; returns the manifest.",
+    ),
+)
