@@ -20,7 +20,7 @@ from udfs.settings import Settings
 
 __all__ = [
     "DEMO_PACKAGES", "CatalogError", "CatalogContext",
-    "PROJECT_DIR", "SQL_DIR", "connect", "load_extensions", "current_store", "read_store_manifest",
+    "PROJECT_DIR", "SQL_DIR", "connect", "open_catalog", "load_extensions", "current_store", "read_store_manifest",
     "import_chunks", "ingest", "run_script", "apply_views", "build_bm25_index", "build_index",
     "core_owning_names", "core_owner_threads", "sql_words",
     "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "plan_index", "store_fingerprint",
@@ -42,6 +42,8 @@ core_owner_threads = sqlfiles.core_owner_threads
 sql_words = sqlfiles.sql_words
 build_bm25_index = demo.build_bm25_index
 connect = bootstrap.connect
+#: A writing session on a private copy of catalog.duckdb, published by atomic rename on close.
+open_catalog = bootstrap.open_catalog
 load_extensions = bootstrap.load_extensions
 import_chunks = bootstrap.import_chunks
 ingest = bootstrap.ingest

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import ast
+import graphlib
 import logging
 import re
 import string
@@ -31,7 +32,7 @@ from codeintel import errors, layout, sqlfiles
 from codeintel.session import Session
 from tests.eval_support import write_pool
 from tests.test_xtr import write_hand_lens
-from udfs import families, store_schema
+from udfs import families, settings, store_schema
 from udfs.context import CatalogContext
 
 PROJECT = layout.PROJECT_DIR
@@ -301,3 +302,59 @@ def test_chunks_view_has_the_store_schema(session) -> None:
     assert described[-1] == (store_schema.EMBEDDING_COLUMN, f"FLOAT[{dimension}]")
     assert isinstance(store_schema.chunk_schema(dimension).field(store_schema.EMBEDDING_COLUMN).type,
                       pa.FixedSizeListType)
+
+
+# --------------------------------------------------------------------------- the import graph
+
+
+def project_modules() -> dict[str, Path]:
+    """``udfs.x``, ``codeintel.x`` and ``bootstrap``, with their files."""
+    modules = {"bootstrap": layout.PROJECT_DIR / "bootstrap.py"}
+    for package in ("udfs", "codeintel"):
+        for path in sorted((layout.PROJECT_DIR / package).glob("*.py")):
+            if path.stem != "__init__":
+                modules[f"{package}.{path.stem}"] = path
+    return modules
+
+
+def project_imports(path: Path, modules: dict[str, Path]) -> tuple[set[str], set[str]]:
+    """(project modules imported at module level, those imported inside functions or classes)."""
+    tree = ast.parse(path.read_text())
+    top_level = set(tree.body)
+    module_level, nested = set(), set()
+    for node in ast.walk(tree):
+        names: set[str] = set()
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.Import):
+            names = {alias.name for alias in node.names}
+        found = names & set(modules)
+        (module_level if node in top_level else nested).update(found)
+    return module_level, nested
+
+
+def test_the_import_graph_has_no_cycle_and_respects_the_layers() -> None:
+    """udfs imports nothing above it, codeintel never imports bootstrap, and no import hides in a function."""
+    modules = project_modules()
+    graph = {}
+    for name, path in modules.items():
+        module_level, nested = project_imports(path, modules)
+        assert not nested, f"{name} imports {sorted(nested)} inside a function (to dodge a cycle?)"
+        graph[name] = module_level - {name}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError naming the cycle
+    for name, imported in graph.items():
+        if name.startswith("udfs."):
+            assert not {m for m in imported if not m.startswith("udfs.")}, f"{name} imports {imported}"
+        if name.startswith("codeintel."):
+            assert "bootstrap" not in imported, f"{name} imports bootstrap"
+
+
+def test_architecture_md_lists_every_module() -> None:
+    text = (layout.PROJECT_DIR / "ARCHITECTURE.md").read_text()
+    missing = [name for name in project_modules() if f"`{name}`" not in text]
+    assert not missing, f"ARCHITECTURE.md lacks a line for {missing}"
+
+
+def test_readme_settings_table_is_the_generated_one() -> None:
+    """The README's table comes from udfs/settings.py (`python bootstrap.py settings`), so it cannot drift."""
+    assert settings.markdown_table() in (layout.PROJECT_DIR / "README.md").read_text()
