@@ -1,7 +1,7 @@
 """The ``faiss_autotune`` UDF: the autotune sweep (:mod:`udfs.faiss_sweep`) as SQL.
 
 The table macro ``faiss_autotune(k := 10, target_recall := 0.95, queries := NULL, ...)``
-(``sql/macros/autotune.sql``) calls the scalar UDF of the same name, which sweeps the
+(``sql/macros/faiss_autotune.sql``) calls the scalar UDF of the same name, which sweeps the
 published index, saves the tuning profile and returns the whole grid as a list of structs
 (:data:`GRID_TYPE`).  ``python bootstrap.py autotune`` runs ``sql/autotune.sql`` over it.
 """

@@ -1,7 +1,7 @@
 """Evaluation support: where run files go, what a run was made from, docstring query sets.
 
 The evaluation itself is SQL (``sql/load_queries.sql``, ``sql/write_pool.sql``, the channel
-macros in ``sql/macros/eval.sql`` and the ``v_eval_*`` / ``v_coverage_*`` views); these UDFs
+macros ``sql/macros/channel_*.sql`` and the ``v_eval_*`` / ``v_coverage_*`` views); these UDFs
 do what SQL cannot:
 
 * ``catalog_output_path(relative_path, overwrite) -> VARCHAR``: the absolute path of a file
@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from udfs.context import CatalogContext
+from udfs.faiss_tuning import read_profile
 from udfs.faiss_versions import TUNING_FILE, current_version
 from udfs.registry import UdfError, UdfSpec
 from udfs.versioned_dir import write_json_atomic
@@ -49,7 +50,7 @@ from udfs.versioned_dir import write_json_atomic
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 FUSION_FILE = "fusion.json"
 FUSION_FORMAT = 1
-#: channel_hybrid's own defaults (sql/macros/eval.sql): what a hybrid run fuses with when the
+#: channel_hybrid's own defaults (sql/macros/channel_hybrid.sql): what a hybrid run fuses with when the
 #: published index version has no fusion.json.
 FUSION_DEFAULTS: dict[str, Any] = {"faiss_weight": 1.0, "bm25_weight": 1.0, "rrf_k": 60.0, "depth": 100}
 _FUSION_PROFILE_TYPE = (
@@ -83,7 +84,8 @@ def catalog_versions(catalog_dir: Path) -> dict[str, str | None]:
     store_version = Path(os.readlink(store)).name if store.is_symlink() else None
     fingerprint = _read_json(store / "store.json").get("fingerprint") if store_version else None
     faiss_version = current_version(catalog_dir)
-    tuning = _read_json(catalog_dir / "index" / "CURRENT" / TUNING_FILE) if faiss_version else {}
+    # Through faiss_tuning: a profile written by older code reports today's knob names.
+    tuning = read_profile(catalog_dir / "index" / "CURRENT" / TUNING_FILE) if faiss_version else {}
     return {"store_version": store_version, "store_fingerprint": fingerprint,
             "faiss_version": faiss_version, "faiss_tuning": tuning.get("parameters") or None}
 

@@ -9,7 +9,7 @@ SQL surface:
 
 * ``faiss_metrics()`` (scalar UDF) returns every sample as a list of
   ``STRUCT(metric, labels, stat, value)``; the table macro of the same name in
-  ``sql/macros/faiss.sql`` unnests it into rows.  ``stat`` is the sample's suffix in the
+  ``sql/macros/faiss_metrics.sql`` unnests it into rows.  ``stat`` is the sample's suffix in the
   Prometheus exposition format (``count``, ``sum``, ``bucket``, ``total``, ``created``)
   or ``value`` for a gauge; a bucket's upper bound is its ``le`` label.
 

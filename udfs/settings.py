@@ -98,7 +98,7 @@ class Settings:
     faiss_gpu_mode: str = _setting("replicate", "GPU clone: 'replicate' or 'shard'", choices=("replicate", "shard"))
     faiss_threads: int | None = _setting(
         None, "OpenMP threads per search call; null: cores divided by the searches in flight", minimum=1)
-    # ---- autotune (udfs/autotune.py)
+    # ---- autotune (udfs/faiss_current.py, udfs/autotune.py)
     autotune_on_start: bool = _setting(False, "tune an index version with no tuning.json when it is first loaded")
     autotune_k: int = _setting(10, "k that autotune_on_start measures recall at", minimum=1)
     autotune_target_recall: float = _setting(
