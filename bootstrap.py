@@ -15,8 +15,10 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import sys
 import sysconfig
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -24,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from codeintel import catalog_db, demo, static_training, store
+from codeintel import catalog_db, demo, serve, serve_quack, static_training, store
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import EXPLAINED_ERRORS, CatalogError, describe_error, error_line
 from codeintel.layout import CATALOG_DB, SETTINGS_FILE, SQL_DIR, store_versions
@@ -137,8 +139,9 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
         apply_macros(connection)
         # 5. Persisted views (views/), in dependency order.  A read-only session reads those
         #    persisted, unless they read another directory (the catalog was moved or copied): then
-        #    TEMP views over this catalog's files shadow them, on this connection.
-        if not connection.execute("SELECT current_setting('access_mode') = 'read_only'").fetchone()[0]:
+        #    TEMP views over this catalog's files shadow them, on this connection.  Read-only is
+        #    the current database's: `serve` ATTACHes the catalog READ_ONLY to an in-memory database.
+        if not database_read_only(connection):
             apply_views(connection, context.catalog_dir)
         elif foreign := foreign_view_paths(connection, context.catalog_dir):
             LOG.warning("the views in %s read files outside it (%s: the catalog was moved or copied); this "
@@ -151,6 +154,27 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
         session.abort()
         raise
     return session
+
+
+def database_read_only(connection: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the connection's current database is read-only (opened or ATTACHed so)."""
+    return bool(connection.execute(
+        "SELECT readonly FROM duckdb_databases() WHERE database_name = current_database()").fetchone()[0])
+
+
+def prepare_connection(connection: duckdb.DuckDBPyConnection, context: CatalogContext) -> duckdb.DuckDBPyConnection:
+    """Prepare one more connection (``base.cursor()``) on a database that :func:`prepare` made ready.
+
+    Extensions, settings and UDFs belong to the database instance, so the new connection has
+    them already (registering a UDF twice fails); TEMP macros, and the TEMP views that shadow a
+    moved catalog's views, belong to each connection: steps 4 and 5 again, on ``context``, so
+    every connection shares its loaded index.  ``codeintel.serve`` prepares each client
+    session so.  The caller has set the connection's current database (``USE``).
+    """
+    apply_macros(connection)
+    if database_read_only(connection) and foreign_view_paths(connection, context.catalog_dir):
+        apply_views(connection, context.catalog_dir, temporary=True)
+    return connection
 
 
 def load_extensions(connection: duckdb.DuckDBPyConnection) -> None:
@@ -269,6 +293,10 @@ def build_parser() -> argparse.ArgumentParser:
     build.add_argument("--family", default="auto", choices=("auto", *faiss_build.FAMILIES))
     build.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                        help="build option, e.g. nlist=256, pq_m=48, metric=cos, publish=false (repeatable)")
+    build.add_argument("--incremental", action=argparse.BooleanOptionalAction, default=None,
+                       help="update the CURRENT index (remove_ids / add_with_ids into a new version) where its "
+                       "family allows and drift is under max_drift, else rebuild, the manifest says why "
+                       "(default: setting faiss_incremental, true); --no-incremental always rebuilds")
 
     autotune = add_command("autotune", help="measure the current index's search-parameter grid, save "
                                    "the fastest point reaching --target-recall as its tuning profile "
@@ -325,6 +353,19 @@ def build_parser() -> argparse.ArgumentParser:
     shell = add_command("shell", help="interactive SQL prompt on a prepared connection")
     with_catalog(shell)
     shell.add_argument("--read-only", action="store_true")
+
+    serve_cmd = add_command("serve", help="serve the catalog to SQL clients over the Postgres protocol (psql, "
+                            "psycopg, SQLAlchemy, BI tools) and, with --quack, to DuckDB clients; read-only unless "
+                            "--allow-writes (README, \"Serving\")")
+    with_catalog(serve_cmd)
+    serve_cmd.add_argument("--host", default="127.0.0.1", help="address to bind (default loopback only)")
+    serve_cmd.add_argument("--port", type=int, default=5433, help="Postgres-protocol port (0: a free one, logged)")
+    serve_cmd.add_argument("--password-file", help="file whose first line is the password (else "
+                           "$CODEINTEL_SERVE_PASSWORD; neither: no password, loopback only)")
+    serve_cmd.add_argument("--allow-writes", action="store_true",
+                           help="open catalog.duckdb read-write (other writing commands wait for the server to stop)")
+    serve_cmd.add_argument("--quack", action="store_true", help="also serve DuckDB clients over Quack")
+    serve_cmd.add_argument("--quack-port", type=int, default=9494, help="Quack port (default 9494)")
     return parser
 
 
@@ -515,7 +556,12 @@ def run_command(args: argparse.Namespace) -> None:
         LOG.info("%s %d chunks (dimension %d) -> %s", "unchanged:" if result.unchanged else "imported",
                  result.manifest["chunk_count"], result.manifest["dimension"], result.store)
     elif args.command == "build":
-        manifest = build_index(args.catalog, args.family, parse_assignments(args.option, "--option"), settings)
+        options = parse_assignments(args.option, "--option")
+        # --incremental is --option incremental=true; both given must agree.
+        if args.incremental is not None and options.setdefault("incremental", args.incremental) != args.incremental:
+            raise CatalogError(f"build: --{'' if args.incremental else 'no-'}incremental contradicts --option "
+                               f"incremental={json.dumps(options['incremental'])}; give one of them")
+        manifest = build_index(args.catalog, args.family, options, settings)
         print(json.dumps(manifest, indent=2))
     elif args.command == "autotune":
         # Read-only: autotune writes tuning.json beside the index version, nothing in catalog.duckdb.
@@ -548,6 +594,22 @@ def run_command(args: argparse.Namespace) -> None:
     elif args.command == "shell":
         with open_catalog(args.catalog, read_only=args.read_only, settings=settings) as session:
             run_shell(session.connection)
+    elif args.command == "serve":
+        command_serve(args, settings)
+
+
+def command_serve(args: argparse.Namespace, settings: Mapping[str, Any]) -> None:
+    """Serve the catalog until SIGINT or SIGTERM (:mod:`codeintel.serve`); every session is prepared as here."""
+    catalog = Path(args.catalog).expanduser().resolve()
+    config = serve.ServeConfig(catalog, host=args.host, port=args.port, allow_writes=args.allow_writes,
+                               password=serve.read_password(args.password_file),
+                               quack_port=args.quack_port if args.quack else None, settings=dict(settings))
+    context = CatalogContext(catalog, False, Settings.from_file(catalog / SETTINGS_FILE, settings))
+    stop = threading.Event()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, lambda *_: stop.set())
+    serve.serve(config, context, lambda connection, shared: prepare(connection, Session(connection, shared)),
+                prepare_connection, stop=stop, quack=serve_quack.QuackServer)
 
 
 def run_shell(connection: duckdb.DuckDBPyConnection) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "core_owning_names", "core_owner_threads", "sql_words",
     "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "plan_index", "store_fingerprint",
     "current_version", "publish", "load_current", "build_faiss_index", "faiss_topk", "exact_rerank",
+    "faiss_search_hits", "HITS_TYPE",
     "tune", "TUNE_BATCH_QUERIES", "REFINE_K_FACTOR",
     "catalog_context", "setting",
 ]
@@ -67,6 +68,9 @@ load_current = faiss_current.load_current
 REFINE_K_FACTOR = "refine_k_factor"
 faiss_topk = faiss_search.faiss_topk
 exact_rerank = faiss_search.exact_rerank
+#: The UDF behind the faiss_search macro, and the hits list type the FAISS UDFs return.
+faiss_search_hits = faiss_search.faiss_search_hits
+HITS_TYPE: str = faiss_search.HITS_TYPE
 #: Autotune's sweep of a loaded index, and the queries per call of its batched timings.
 tune = faiss_sweep.tune
 TUNE_BATCH_QUERIES: int = faiss_sweep.BATCH_QUERIES

@@ -11,6 +11,8 @@ ids, pools and indexes stay comparable.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import importlib.metadata
 import logging
 import os
 import re
@@ -22,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from codeintel.errors import CatalogError
-from codeintel.layout import SQL_DIR, current_store, read_store_manifest, store_versions
+from codeintel.layout import PROJECT_DIR, SQL_DIR, current_store, read_store_manifest, store_versions
 from codeintel.session import Session
 from codeintel.sqlfiles import apply_views, run_script
 from udfs import ignore, progress, store_schema
@@ -37,12 +39,21 @@ DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_CHUNK_CHARS = 1200
 
 
+#: files.parquet columns an incremental ingest compares a file against (sql/ingest_chunk_store.sql).
+FILE_STATE_COLUMNS = ("mtime", "content_md5", "listed_at")
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestResult:
     store: Path
     manifest: dict[str, Any]
     file_report: list[tuple[str, int]]
     unchanged: bool
+    #: What an ingest reused from the previous store: files_reused (not re-chunked), files_unread
+    #: (of those, not even read: size and mtime matched), chunks_from_unchanged_files,
+    #: embeddings_reused (chunks of changed files whose id the previous store holds) and
+    #: chunks_embedded.  Empty for imports.
+    reuse: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,9 +116,60 @@ def ingest(session: Session, plan: IngestPlan) -> IngestResult:
     """
     name, sha256, dimension = session.connection.execute(
         "SELECT embed_model(), embed_model_sha256(), len(embed(''))").fetchone()
+    embedder = StoreEmbedder(name, sha256, int(dimension))
+    chunker = chunker_signature(int(plan.parameters["max_chunk_chars"]))
+    previous_store, reuse_files = reusable_store(current_store(session.catalog), embedder, chunker)
+    parameters = {
+        **plan.parameters,
+        "previous_store": None if previous_store is None else str(previous_store) + os.sep,
+        "reuse_files": reuse_files,
+    }
     with progress.tracking(plan.files_seen):
-        return write_store(session, SQL_DIR / "ingest_chunk_store.sql", plan.parameters,
-                           StoreEmbedder(name, sha256, int(dimension)))
+        return write_store(session, SQL_DIR / "ingest_chunk_store.sql", parameters, embedder, chunker=chunker)
+
+
+def chunker_signature(max_chunk_chars: int) -> str:
+    """What cut a store's chunks: the budget, the chunker's source and the tree-sitter packages.
+
+    Recorded in store.json; an unchanged file reuses its previous chunks only when this is
+    equal, because the same bytes cut by another chunker give other chunks.
+    """
+    source = hashlib.sha256((PROJECT_DIR / "udfs" / "chunking.py").read_bytes()).hexdigest()[:16]
+    grammars = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()
+                      if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith("tree-sitter"))
+    return f"cast(max_chunk_chars={max_chunk_chars}, chunking.py={source}, {', '.join(grammars)})"
+
+
+def reusable_store(previous: Path | None, embedder: StoreEmbedder, chunker: str) -> tuple[Path | None, bool]:
+    """The store whose embeddings this ingest may reuse (or None), and whether its files' chunks too.
+
+    Embeddings are reused only from a store the same embedder (label and model hash) made;
+    unchanged files' chunks only when the store also records file state and the same chunker.
+    Each refusal is logged with why, since it makes the ingest embed or chunk everything.
+    """
+    if previous is None:
+        return None, False
+    manifest = read_store_manifest(previous)
+    same_embedder = (manifest.get("embedder") == embedder.name and embedder.sha256 is not None
+                     and manifest.get("embedder_sha256") == embedder.sha256)
+    if not same_embedder:
+        LOG.info("the current store was embedded by %s (sha256 %s); this run embeds every chunk again with %s "
+                 "(sha256 %s)", manifest.get("embedder"), manifest.get("embedder_sha256"), embedder.name,
+                 embedder.sha256)
+        return None, False
+    try:
+        recorded = set(pq.read_schema(previous / "files.parquet").names)
+    except (OSError, pa.ArrowException):
+        recorded = set()
+    if not set(FILE_STATE_COLUMNS) <= recorded:
+        LOG.info("the current store records no file state (an older ingest or an import): every file is read "
+                 "and chunked again; embeddings of unchanged chunks are reused")
+        return previous, False
+    if manifest.get("chunker") != chunker:
+        LOG.info("the current store was chunked by %s, this run chunks with %s: every file is chunked again; "
+                 "embeddings of unchanged chunks are reused", manifest.get("chunker"), chunker)
+        return previous, False
+    return previous, True
 
 
 def check_include_globs(include: Iterable[str]) -> None:
@@ -166,7 +228,8 @@ def check_chunk_schema(path: Path) -> int:
 
 
 
-def write_store(session: Session, script: Path, parameters: dict[str, Any], embedder: StoreEmbedder) -> IngestResult:
+def write_store(session: Session, script: Path, parameters: dict[str, Any], embedder: StoreEmbedder, *,
+                chunker: str | None = None) -> IngestResult:
     """Stage chunks with ``script``, write them and their metadata to a staging directory, then publish.
 
     Nothing is published unless every step completed; an unchanged store (same
@@ -179,15 +242,20 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
         # The ingest tracker draws a tqdm bar; DuckDB's own bar would draw beside it.
         connection.execute("SET enable_progress_bar = false")
     previous = current_store(catalog)
-    previous_embedder = read_store_manifest(previous).get("embedder") if previous is not None else None
-    if previous_embedder is not None and previous_embedder != embedder.name:
-        LOG.info("the current store was embedded by %s; this run embeds every chunk again with %s",
-                 previous_embedder, embedder.name)
     versions = store_versions(catalog)
     with versions.stage() as staging:
         staging_dir = str(staging.path) + os.sep
         report = run_script(connection, script, {**parameters, "staging_dir": staging_dir})
-        file_report = [(str(s), int(n)) for s, n in report.fetchall()] if report is not None else []
+        file_report, reuse = read_report(report)
+        if reuse:
+            LOG.info("ingest: %d files unchanged (not chunked again; %d of them not read: same size and mtime), "
+                     "%d chunks taken from them, %d embeddings reused by chunk id, %d chunks embedded",
+                     reuse["files_reused"], reuse["files_unread"], reuse["chunks_from_unchanged_files"],
+                     reuse["embeddings_reused"], reuse["chunks_embedded"])
+        if previous is not None and reuse.pop("store_unchanged", False):
+            # Same files, each unchanged: the chunks (so the fingerprint) are the previous store's.
+            LOG.info("chunk store unchanged (every chunked file unchanged); keeping %s", previous.name)
+            return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         schema = store_schema.chunk_schema(embedder.dimension)
         connection.register("chunk_store_schema", schema.empty_table())
         try:
@@ -203,14 +271,47 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
             "arrow_schema": store_schema.arrow_schema_metadata(embedder.dimension),
         })
         run_script(connection, SQL_DIR / "derive_store_metadata.sql",
-                   {"staging_dir": staging_dir, "embedder": embedder.name, "embedder_sha256": embedder.sha256})
+                   {"staging_dir": staging_dir, "embedder": embedder.name, "embedder_sha256": embedder.sha256,
+                    "chunker": chunker})
         manifest = read_store_manifest(staging.path)
-        if previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]:
+        if (previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]
+                and same_file_state_columns(previous, staging.path)):
             LOG.info("chunk store unchanged (fingerprint %s); keeping %s", manifest["fingerprint"], previous.name)
-            return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True)
+            return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         version = staging.commit()
     versions.publish(version)
     versions.gc(keep=STORE_VERSIONS_KEPT)
     apply_views(connection, catalog)
     store = versions.path(version)
-    return IngestResult(store, read_store_manifest(store), file_report, unchanged=False)
+    return IngestResult(store, read_store_manifest(store), file_report, unchanged=False, reuse=reuse)
+
+
+def same_file_state_columns(previous: Path, staged: Path) -> bool:
+    """Whether both files.parquet record file state alike, so keeping ``previous`` loses none.
+
+    A store written before file state was recorded is replaced once by an unchanged re-ingest:
+    the next ingest can then skip unchanged files.
+    """
+    def state(path: Path) -> bool:
+        try:
+            return set(FILE_STATE_COLUMNS) <= set(pq.read_schema(path / "files.parquet").names)
+        except (OSError, pa.ArrowException):
+            return False
+    return state(previous) == state(staged)
+
+
+def read_report(report: Any) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """(status, files) rows of a staging script's last statement, and the ingest's reuse counts if it has them."""
+    if report is None:
+        return [], {}
+    rows = report.fetchall()
+    columns = list(report.columns)
+    file_report = [(str(row[0]), int(row[1])) for row in rows]
+    counted = ("chunks_from_unchanged_files", "embeddings_reused", "chunks_embedded")
+    if "files_reused" not in columns:
+        return file_report, {}
+    reuse = {name: sum(int(row[columns.index(name)]) for row in rows) for name in ("files_reused", "files_unread")}
+    reuse.update({name: int(rows[0][columns.index(name)]) if rows else 0 for name in counted})
+    if "store_unchanged" in columns and rows:
+        reuse["store_unchanged"] = bool(rows[0][columns.index("store_unchanged")])
+    return file_report, reuse

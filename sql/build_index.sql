@@ -10,6 +10,11 @@
      memory_budget_bytes, use_gpu                               what 'auto' chooses by
      publish           true (default) | false: build the version without flipping CURRENT
      build_threads     OpenMP threads for training and adding (default: 1 per 50k vectors, up to all cores)
+     incremental       true (default) | false: update the CURRENT index (remove_ids / add_with_ids into a
+                       new version, manifest fields parent, incremental, incremental_reason, drift) when
+                       its family allows (the ivf_* families) and nothing structural changed; false: full build
+     max_drift         full rebuild once ids added + removed since the last full build pass this
+                       fraction of its vectors (default 0.2)
    python bootstrap.py sql sql/build_index.sql --catalog DIR --param family=ivf_flat --param nlist=256 */
 SELECT field, value
 FROM faiss_build(
@@ -30,5 +35,7 @@ FROM faiss_build(
     memory_budget_bytes := getvariable('memory_budget_bytes'),
     use_gpu := getvariable('use_gpu'),
     build_threads := getvariable('build_threads'),
+    incremental := getvariable('incremental'),
+    max_drift := getvariable('max_drift'),
     publish := coalesce(getvariable('publish'), true)
 );

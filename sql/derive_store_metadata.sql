@@ -2,7 +2,9 @@
 
    Parameters: staging_dir (holding chunks.parquet and files.parquet), embedder (a label of
    what produced the embeddings; it names the model and, for static models, its hash) and
-   embedder_sha256 (the model bytes' SHA-256; NULL for imported vectors).  Shared by ingestion and by imports of a
+   embedder_sha256 (the model bytes' SHA-256; NULL for imported vectors) and chunker (what cut
+   the chunks, codeintel/store.py chunker_signature; NULL for imports: an ingest reuses an
+   unchanged file's chunks only from a store with the same chunker).  Shared by ingestion and by imports of a
    user's own chunks, so both stores look the same to every view. */
 
 -- One module per directory holding ingested files; Python packages get their dotted name.
@@ -58,6 +60,7 @@ COPY (
         max(len(s.embedding))::INTEGER AS dimension,
         getvariable('embedder')::VARCHAR AS embedder,
         getvariable('embedder_sha256')::VARCHAR AS embedder_sha256,
+        getvariable('chunker')::VARCHAR AS chunker,
         strftime(now() AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS created_at
     FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS s
 ) TO (getvariable('staging_dir') || 'store.json') (FORMAT json);

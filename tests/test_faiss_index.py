@@ -46,8 +46,8 @@ def version_names(catalog: Path) -> list[str]:
 )
 def test_auto_chooses_family_by_size_and_memory(ntotal: int, budget: int, use_gpu: bool, family: str) -> None:
     options = BuildOptions(memory_budget_bytes=budget, use_gpu=use_gpu)
-    chosen, reason = choose_family(ntotal, 384, options)
-    assert chosen == family
+    chosen, reason, measurement = choose_family(ntotal, 384, options)
+    assert chosen == family and measurement is None  # without the store's vectors, sizes decide
     assert reason.startswith("auto: ") and str(ntotal) in reason
 
 
@@ -111,6 +111,43 @@ def test_auto_build_records_why_it_chose_the_family(synthetic_catalog: Path) -> 
     manifest = build_index(synthetic_catalog)
     assert manifest["family"] == "flat" and manifest["factory"] == "Flat"
     assert manifest["family_reason"].startswith("auto: 2000 vectors < 50000: exact Flat search")
+
+
+def test_auto_measures_the_candidates_and_records_the_figures(
+    synthetic_catalog: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above the Flat size, auto builds each candidate on samples and picks by projected QPS."""
+    from udfs import faiss_auto, faiss_build
+
+    # Small enough that the 2000-vector store is measured, on small samples: the test stays quick.
+    monkeypatch.setattr(faiss_build, "FLAT_MAX_VECTORS", 1000)
+    monkeypatch.setattr(faiss_auto, "SAMPLE_VECTORS", 1200)
+    monkeypatch.setattr(faiss_auto, "QUERY_VECTORS", 100)
+    manifest = build_index(synthetic_catalog)
+    measurement = manifest["auto_measurement"]
+    assert measurement["chosen"] == manifest["family"]
+    assert {entry["family"] for entry in measurement["candidates"]} == set(faiss_build.AUTO_CANDIDATES)
+    assert measurement["samples"] == [300, 1200] and measurement["queries"] == 100
+    for entry in measurement["candidates"]:
+        assert entry["projected_qps"] > 0 and entry["projected_build_s"] >= 0
+        assert [point["sample"] for point in entry["samples"]] == [300, 1200]
+        assert all(0 <= point["recall"] <= 1 for point in entry["samples"])
+    meeting = [entry for entry in measurement["candidates"] if entry["meets_target"]] or measurement["candidates"]
+    best = max(entry["projected_qps"] for entry in meeting)
+    chosen = next(entry for entry in meeting if entry["family"] == measurement["chosen"])
+    assert chosen["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best
+    assert manifest["family_reason"].startswith("auto: measured on samples of 300 and 1200 vectors")
+    # An explicit family measures nothing.
+    assert build_index(synthetic_catalog, "flat")["auto_measurement"] is None
+
+
+def test_auto_projection_keeps_each_family_within_its_scaling() -> None:
+    from udfs.faiss_auto import _power_law
+
+    # A sample whose QPS rose with size (nlist matching the data's clusters) still loses QPS as sqrt(n).
+    assert _power_law(1 / 100.0, 1 / 200.0, 1000, 4000, 16000, (0.5, 1.0)) == pytest.approx(1 / 100.0)
+    # A family slowing faster than linearly is held to linear.
+    assert _power_law(1.0, 100.0, 1000, 4000, 16000, (0.5, 1.0)) == pytest.approx(400.0)
 
 
 def test_ids_round_trip_through_idmap2_and_sidecars(synthetic_catalog: Path, synthetic_table) -> None:

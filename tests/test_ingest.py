@@ -262,3 +262,27 @@ def test_standard_library_packages_tile_and_keep_ids(tmp_path: Path) -> None:
     assert_tiles(stdlib, one)
     assert one["id"] == two["id"]
     assert first.manifest["chunk_count"] == len(one["id"]) > 20
+
+
+def test_files_parquet_records_the_state_the_next_ingest_compares(sample_repo: Path, sample_ingest) -> None:
+    """size, mtime and an md5 of the bytes per read file, after the six columns views/files.sql reads."""
+    import datetime
+    import hashlib
+
+    catalog, _ = sample_ingest
+    files = pq.read_table(catalog / "store" / "CURRENT" / "files.parquet")
+    assert files.column_names[:6] == ["uri", "language", "size_bytes", "status", "chunk_count", "line_count"]
+    assert files.column_names[6:] == list(store.FILE_STATE_COLUMNS)
+    rows = {row["uri"]: row for row in files.to_pylist()}
+    for uri in ("app/config.py", "legacy/latin1.py", "assets/logo.png"):
+        path = sample_repo / uri
+        row = rows[uri]
+        assert row["size_bytes"] == path.stat().st_size
+        # A naive UTC timestamp, whole seconds (DuckDB's read_blob lists mtimes to the second).
+        assert (row["mtime"] - datetime.datetime(1970, 1, 1)).total_seconds() == int(path.stat().st_mtime)
+        if row["status"] in ("chunked", "skipped: not UTF-8"):  # read: hashed
+            assert row["content_md5"] == hashlib.md5(path.read_bytes()).hexdigest()
+        else:  # never read (no known language)
+            assert row["content_md5"] is None
+        assert row["listed_at"] >= row["mtime"]
+    assert store.read_store_manifest(catalog / "store" / "CURRENT")["chunker"].startswith("cast(max_chunk_chars=1200,")

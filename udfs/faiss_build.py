@@ -6,6 +6,14 @@ with its chunk id, writes the version files into a staging directory of
 :func:`~udfs.faiss_versions.index_versions` and commits and publishes it (layout:
 :mod:`udfs.faiss_versions`).  Any failure leaves CURRENT on the last good version.
 
+Incremental builds (option ``incremental``, on by default): when the CURRENT index has the
+planned family and structure and the family supports removal (not HNSW), :func:`plan_update`
+diffs its id map against the store and :func:`update_index` removes the gone ids and adds the
+new ones on a copy read into memory, keeping the trained quantizers, until the ids added and
+removed since the last full build pass ``max_drift`` of that build's vectors.  The result is
+written as a new version exactly like a full build; its manifest names the ``parent`` and says
+``incremental``, why (``incremental_reason``) and the ``drift``.
+
 Options: every :class:`BuildOptions` field is the setting ``faiss_<field>`` (defaults, ranges
 and choices defined once in :class:`~udfs.settings.Settings`); options passed to
 ``build_index`` / the ``faiss_build`` UDF / ``bootstrap.py build --option`` override the
@@ -34,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from udfs import progress
+from udfs import faiss_auto, progress
 from udfs.context import CatalogContext
 from udfs.faiss_params import apply_string
 from udfs.faiss_tuning import NO_PROFILE, write_profile
@@ -51,6 +59,9 @@ FAMILIES = ("flat", "ivf_flat", "ivf_sq", "ivf_pq", "hnsw", "ivf_pq_refine")
 FLAT_MAX_VECTORS = 50_000
 # auto: above this many vectors an HNSW build takes too long on a few cores; IVF-PQ trains on a sample.
 HNSW_MAX_VECTORS = 1_000_000
+# auto by measurement: the families built on samples (udfs/faiss_auto.py); on GPU those faiss can clone.
+AUTO_CANDIDATES = ("ivf_flat", "ivf_sq", "hnsw")
+AUTO_GPU_CANDIDATES = ("ivf_flat", "ivf_sq")
 # k-means wants at least this many training points per centroid (faiss warns below 39).
 TRAIN_POINTS_PER_CENTROID = 39
 DEFAULT_TRAIN_SAMPLE = 100_000
@@ -95,6 +106,8 @@ class BuildOptions:
     memory_budget_bytes: int | None = _default("memory_budget_bytes")
     use_gpu: bool = _default("use_gpu")
     build_threads: int | None = _default("build_threads")
+    incremental: bool = _default("incremental")
+    max_drift: float = _default("max_drift")
 
     @classmethod
     def from_settings(cls, settings: Settings, overrides: Mapping[str, Any] | None = None) -> BuildOptions:
@@ -167,14 +180,25 @@ class IndexPlan:
     search_parameters: str  # search-parameter string written into the index, e.g. "nprobe=16" (udfs/faiss_params.py)
     train_size: int  # rows drawn for training; 0 when the family needs none
     build_parameters: dict[str, Any]
+    #: ``auto``'s figures (udfs/faiss_auto.py), the manifest's ``auto_measurement``; None otherwise.
+    auto_measurement: dict[str, Any] | None = None
 
 
 def _default_memory_budget() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
-def choose_family(ntotal: int, dimension: int, options: BuildOptions) -> tuple[str, str]:
-    """The family ``auto`` builds for ``ntotal`` vectors, and the reason recorded in the manifest."""
+def choose_family(
+    ntotal: int, dimension: int, options: BuildOptions, vectors: np.ndarray | None = None
+) -> tuple[str, str, dict[str, Any] | None]:
+    """The family ``auto`` builds for ``ntotal`` vectors, the reason, and the measurement behind it.
+
+    Small stores get Flat (exact, no training) and stores whose raw vectors do not fit get
+    IVF-PQ, by size; otherwise, given the store's ``vectors``, the candidate families are built
+    on samples and the fastest at the recall target wins (:func:`udfs.faiss_auto.measure`;
+    the figures go into the manifest as ``auto_measurement``).  Without vectors (a plan made
+    for sizes alone) the size thresholds below decide.
+    """
     raw_bytes = ntotal * dimension * 4
     budget = options.memory_budget_bytes or _default_memory_budget()
     sizes = f"raw vectors {raw_bytes / 2**30:.2f} GiB, memory budget {budget / 2**30:.2f} GiB"
@@ -183,27 +207,43 @@ def choose_family(ntotal: int, dimension: int, options: BuildOptions) -> tuple[s
             "flat",
             f"auto: {ntotal} vectors < {FLAT_MAX_VECTORS}: exact Flat search is fast at this size "
             "and needs no training",
+            None,
         )
     if raw_bytes * 1.5 > budget:
         return "ivf_pq", (
             f"auto: {ntotal} vectors, {sizes}: raw vectors do not fit, IVF-PQ keeps only compressed codes in memory; "
             "re-rank with faiss_search(k_factor := 4), which reads the memory-mapped vectors.npy"
+        ), None
+    if vectors is not None:
+        candidates = AUTO_GPU_CANDIDATES if options.use_gpu else AUTO_CANDIDATES
+        threads = options.build_threads or min(os.cpu_count() or 1, 1 + ntotal // BUILD_VECTORS_PER_THREAD)
+
+        def build_sample(family: str, sample: np.ndarray) -> tuple[faiss.Index, str, int | None]:
+            # The real build's plan and train_and_add, on the sample, with the full build's threads.
+            plan = plan_index(family, len(sample), dimension, options)
+            snapshot = StoreSnapshot("auto-sample", "", np.arange(len(sample), dtype=np.int64), sample, 0)
+            return train_and_add(plan, snapshot, threads), plan.factory, plan.build_parameters.get("nlist")
+
+        measurement = faiss_auto.measure(
+            vectors, candidates, build_sample, metric=options.metric, k=field_default("autotune_k"),
+            target_recall=field_default("autotune_target_recall"), build_threads=threads, seed=options.seed,
         )
+        return measurement["chosen"], faiss_auto.summary(measurement), measurement
     if ntotal >= HNSW_MAX_VECTORS:
         return "ivf_pq_refine", (
             f"auto: {ntotal} vectors >= {HNSW_MAX_VECTORS} ({sizes}): IVF-PQ scans compressed codes "
             "trained on a sample, RFlat re-ranks its candidates with exact distances"
-        )
+        ), None
     if options.use_gpu:
         return "ivf_flat", (
             f"auto: {ntotal} vectors in [{FLAT_MAX_VECTORS}, {HNSW_MAX_VECTORS}) ({sizes}) "
             "and use_gpu is on: "
             "IVF-Flat keeps exact distances in the probed lists and runs on GPU, HNSW does not"
-        )
+        ), None
     return "hnsw", (
         f"auto: {ntotal} vectors in [{FLAT_MAX_VECTORS}, {HNSW_MAX_VECTORS}) ({sizes}): "
         "HNSW gives the best CPU latency and recall at this size and needs no training"
-    )
+    ), None
 
 
 def _default_pq_m(dimension: int) -> int:
@@ -212,10 +252,15 @@ def _default_pq_m(dimension: int) -> int:
     return max(m for m in range(1, limit + 1) if dimension % m == 0)
 
 
-def plan_index(family: str, ntotal: int, dimension: int, options: BuildOptions) -> IndexPlan:
-    """Resolve ``family`` (or ``auto``) and the options into a factory string and its parameters."""
+def plan_index(
+    family: str, ntotal: int, dimension: int, options: BuildOptions, vectors: np.ndarray | None = None
+) -> IndexPlan:
+    """Resolve ``family`` (or ``auto``, measured on ``vectors`` when given) and the options into a
+    factory string and its parameters."""
     if family == "auto":
-        family, reason = choose_family(ntotal, dimension, options)
+        chosen, reason, measurement = choose_family(ntotal, dimension, options, vectors)
+        plan = plan_index(chosen, ntotal, dimension, options)
+        return dataclasses.replace(plan, family_reason=reason, auto_measurement=measurement)
     elif family in FAMILIES:
         reason = f"requested explicitly (family={family!r})"
     else:
@@ -400,6 +445,248 @@ def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.
     return index
 
 
+# --------------------------------------------------------------------------- incremental update
+
+#: Families an update can change in place of a rebuild: their storage supports remove_ids and
+#: add_with_ids, and they are trained, so an update saves the training.  HNSW cannot drop a node
+#: from its graph; Flat trains nothing, and its full build (one copy of the vectors) took 0.24 s
+#: where an update (diff, read the parent, refill) took 0.40 s on 25k vectors (BENCHMARKS.md).
+INCREMENTAL_FAMILIES = ("ivf_flat", "ivf_sq", "ivf_pq", "ivf_pq_refine")
+#: build_parameters an update may change: derived from the store's size (train_size), or
+#: search-time defaults written into the updated index.  Any other change means a rebuild.
+UPDATABLE_PARAMETERS = frozenset({"train_size", "nprobe", "ef_search", "refine_k_factor"})
+
+
+@dataclasses.dataclass(frozen=True)
+class UpdatePlan:
+    """How a build relates to the CURRENT index: an update (``update``) or a full build, and why.
+
+    ``drift`` is recorded in the manifest: ids added and removed relative to the parent, and
+    since the last full build (whose trained centroids and codebooks an update keeps).
+    """
+
+    parent: str | None
+    update: bool
+    reason: str
+    drift: dict[str, Any]
+    plan: IndexPlan | None = None  # an update's plan: the parent's structure, today's search parameters
+    added: np.ndarray | None = None  # bool mask over store.ids: the ids the parent lacks
+    removed_rows: np.ndarray | None = None  # the parent's faiss rows whose id the store no longer holds
+
+
+def _parent_ids(directory: Path) -> np.ndarray:
+    table = pq.read_table(directory / IDMAP_FILE, columns=["faiss_row", "external_id"])
+    rows = table.column("faiss_row").to_numpy()
+    ids = table.column("external_id").to_numpy()
+    return ids[np.argsort(rows, kind="stable")].astype(np.int64, copy=False)
+
+
+def plan_update(
+    catalog_dir: Path, store: StoreSnapshot, options: BuildOptions, full_plan: IndexPlan
+) -> UpdatePlan:
+    """Decide whether this build updates the CURRENT index, and with what; never raises for a bad parent.
+
+    An update keeps the parent's structure (family, factory, trained quantizers), so it needs
+    the same family, metric, dimension and structural build parameters, kept ids whose vectors
+    are unchanged (else another embedder made the store), and, for trained families, drift since
+    the last full build at most ``max_drift``.  Anything else is a full build, and says why.
+    """
+    versions = index_versions(catalog_dir)
+    parent = versions.current()
+
+    def full(reason: str, drift: dict[str, Any] | None = None) -> UpdatePlan:
+        return UpdatePlan(parent, False, f"full build: {reason}", drift or {})
+
+    if not options.incremental:
+        return full("option incremental is false")
+    if parent is None:
+        return full("no index version is published yet")
+    if full_plan.family == "flat":
+        return full("flat trains nothing: a full build (one copy of the vectors) costs less than an update")
+    if full_plan.family not in INCREMENTAL_FAMILIES:
+        return full(f"{full_plan.family} cannot remove ids from its graph, so it is rebuilt")
+    directory = versions.path(parent)
+    try:
+        manifest = json.loads((directory / MANIFEST_FILE).read_text())
+        parent_ids = _parent_ids(directory)
+        parent_vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
+    except (OSError, ValueError, KeyError, pa.ArrowException) as error:
+        return full(f"the CURRENT version {parent} cannot be read for an update ({error})")
+    dimension = int(store.vectors.shape[1])
+    if manifest.get("family") != full_plan.family:
+        return full(f"the family changes from {manifest.get('family')} (CURRENT) to {full_plan.family}")
+    if manifest.get("metric") != full_plan.metric or manifest.get("dimension") != dimension:
+        return full(
+            f"metric/dimension change from {manifest.get('metric')}/{manifest.get('dimension')} "
+            f"to {full_plan.metric}/{dimension}"
+        )
+    parameters = manifest.get("build_parameters") or {}
+    # The parent's derived sizes stand unless an option asks for others (then they differ below).
+    pinned = dataclasses.replace(
+        options,
+        nlist=options.nlist or parameters.get("nlist"),
+        pq_m=options.pq_m or parameters.get("pq_m"),
+        pq_nbits=options.pq_nbits or parameters.get("pq_nbits"),
+    )
+    try:
+        kept = plan_index(full_plan.family, len(store.ids), dimension, pinned)
+    except UdfError as error:
+        return full(f"the CURRENT structure does not fit the store any more ({error})")
+    changed = sorted(
+        name
+        for name in set(parameters) | set(kept.build_parameters)
+        if name not in UPDATABLE_PARAMETERS and parameters.get(name) != kept.build_parameters.get(name)
+    )
+    # A train_sample the caller gives asks for training on that many vectors: an update keeps the
+    # parent's training, so only the parent's own sample size (capped by its store) matches.
+    trained_on = min(options.train_sample or 0, int((manifest.get("drift") or {}).get(
+        "since_full_build", {}).get("ntotal", manifest.get("ntotal", 0))))
+    if options.train_sample is not None and "train_size" in parameters and trained_on != parameters["train_size"]:
+        changed.append("train_size")
+        kept.build_parameters["train_size"] = trained_on
+    if changed or kept.factory != manifest.get("factory"):
+        described = ", ".join(
+            f"{name} {parameters.get(name)!r} -> {kept.build_parameters.get(name)!r}" for name in changed
+        )
+        return full(f"the structure changes ({described or manifest.get('factory') + ' -> ' + kept.factory})")
+    if len(parent_vectors) != len(parent_ids) or parent_vectors.shape[1:] != (dimension,):
+        return full(f"the CURRENT version {parent} has {VECTORS_FILE} of another shape than its id map")
+    if len(parent_ids) == 0 or (parent_ids[1:] <= parent_ids[:-1]).any():
+        return full(f"the CURRENT version {parent} has no ids, or its ids are not in ascending row order")
+    # Both id lists are sorted (rows in id order), so membership is a binary search, no sort.
+    at = np.minimum(np.searchsorted(parent_ids, store.ids), len(parent_ids) - 1)
+    in_parent = parent_ids[at] == store.ids
+    at = np.minimum(np.searchsorted(store.ids, parent_ids), len(store.ids) - 1)
+    in_store = store.ids[at] == parent_ids
+    kept_rows, removed_rows = np.flatnonzero(in_store), np.flatnonzero(~in_store)
+    added = ~in_parent
+    moved = ~np.all(parent_vectors[kept_rows] == store.vectors[in_parent], axis=1)
+    if moved.any():
+        return full(
+            f"{int(moved.sum())} chunks kept their id but have other vectors (the store was embedded again, "
+            "e.g. by another model)"
+        )
+    base = (manifest.get("drift") or {}).get("since_full_build") or {
+        "version": parent, "ntotal": int(manifest.get("ntotal", len(parent_ids))), "added": 0, "removed": 0,
+    }
+    since = {
+        "version": base["version"],
+        "ntotal": int(base["ntotal"]),
+        "added": int(base["added"]) + int(added.sum()),
+        "removed": int(base["removed"]) + len(removed_rows),
+    }
+    fraction = (since["added"] + since["removed"]) / max(1, since["ntotal"])
+    drift = {
+        "added": int(added.sum()),
+        "removed": len(removed_rows),
+        "since_full_build": since,
+        "fraction": round(fraction, 6),
+        "max_drift": options.max_drift,
+    }
+    if fraction > options.max_drift:
+        return full(
+            f"drift {fraction:.4f} > max_drift {options.max_drift:g}: {since['added']} ids added and "
+            f"{since['removed']} removed since the full build {since['version']} of {since['ntotal']} vectors "
+            "trained the quantizers",
+            drift,
+        )
+    reason = (
+        f"update of {parent}: {drift['added']} ids added, {drift['removed']} removed; drift {fraction:.4f} "
+        f"<= max_drift {options.max_drift:g}, the quantizers of {since['version']} are kept"
+    )
+    # The parent's parameters (train_size is what trained the kept quantizers), today's search defaults.
+    searched = {name: kept.build_parameters[name] for name in UPDATABLE_PARAMETERS - {"train_size"}
+                if name in kept.build_parameters}
+    plan = dataclasses.replace(kept, family_reason=full_plan.family_reason,
+                               build_parameters={**parameters, **searched},
+                               train_size=int(parameters.get("train_size", 0)))
+    return UpdatePlan(parent, True, reason, drift, plan, added, removed_rows)
+
+
+def _auto_kept_family(catalog_dir: Path, family: str, options: BuildOptions) -> str | None:
+    """For ``auto`` with updates on: CURRENT's family when auto chose it and an update can keep it."""
+    if family != "auto" or not options.incremental:
+        return None
+    parent = index_versions(catalog_dir).current_path()
+    try:
+        manifest = json.loads((parent / MANIFEST_FILE).read_text()) if parent is not None else {}
+    except (OSError, ValueError):
+        return None
+    chosen = manifest.get("family")
+    return chosen if chosen in INCREMENTAL_FAMILIES and str(manifest.get("family_reason", "")).startswith(
+        "auto") else None
+
+
+def _renumber_lists(ivf: faiss.IndexIVF, new_rows: np.ndarray) -> None:
+    """Rewrite the ids every inverted list stores (old internal ids) as their rows in the new id order."""
+    lists = ivf.invlists
+    for list_no in range(ivf.nlist):  # per list, not per vector: each list is one vectorised copy
+        size = lists.list_size(list_no)
+        if size == 0:
+            continue
+        old = faiss.rev_swig_ptr(lists.get_ids(list_no), size)
+        ids = np.ascontiguousarray(new_rows[old], dtype=np.int64)
+        codes = faiss.rev_swig_ptr(lists.get_codes(list_no), size * lists.code_size).copy()
+        lists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
+
+
+def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, threads: int) -> faiss.IndexIDMap2:
+    """The CURRENT version's index with the removed ids removed and the added ones added, in memory.
+
+    ``remove_ids`` and ``add_with_ids`` run on the IDMap2's sub-index with its internal row ids;
+    the rows are then renumbered so that row ``i`` holds the ``i``-th smallest chunk id, as a
+    full build leaves them (``faiss_idmap.parquet``, ``vectors.npy`` and ``exact_rerank``'s
+    ``searchsorted`` rely on that order).  The file on disk is never written.
+    """
+    assert update.plan is not None and update.added is not None and update.removed_rows is not None
+    faiss.omp_set_num_threads(threads)
+    # read_index returns the index as its own type; a downcast_index wrapper would not own it.
+    index = faiss.read_index(str(directory / INDEX_FILE))
+    if not isinstance(index, faiss.IndexIDMap2):
+        raise UdfError(f"faiss_build: {directory / INDEX_FILE} is not an IndexIDMap2; rebuild with incremental=false")
+    old_ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
+    new_ids = store.ids[update.added]
+    vectors, everything = store.vectors[update.added], store.vectors  # everything: ivf_pq_refine's RFlat
+    if update.plan.metric == "cos":
+        vectors, everything = vectors.copy(), everything.copy()
+        faiss.normalize_L2(vectors)
+        faiss.normalize_L2(everything)
+    # Internal ids: the parent's rows 0..n-1, then n.. for the added vectors.
+    temporary = np.arange(len(old_ids), len(old_ids) + len(new_ids), dtype=np.int64)
+    new_rows = np.searchsorted(store.ids, np.concatenate([old_ids, new_ids]))
+    new_rows[update.removed_rows] = -1
+    removed = faiss.IDSelectorBatch(update.removed_rows.astype(np.int64))
+    inner = faiss.downcast_index(index.index)
+    with progress.stage(f"faiss_build: updating {update.plan.family}", total=len(new_ids), unit="vectors") as step:
+        if isinstance(inner, faiss.IndexRefine):
+            base = faiss.downcast_index(inner.base_index)
+            base.remove_ids(removed)
+            base.add_with_ids(vectors, temporary)
+            _renumber_lists(faiss.extract_index_ivf(base), new_rows)
+            # A flat store holds raw vectors by row; in id order they are the store's own, so it is
+            # refilled (one copy) rather than compacted and permuted to the same bytes.
+            refine = faiss.downcast_index(inner.refine_index)
+            refine.reset()
+            refine.add(everything)
+            inner.ntotal = len(store.ids)
+        else:
+            inner.remove_ids(removed)
+            inner.add_with_ids(vectors, temporary)
+            _renumber_lists(faiss.extract_index_ivf(inner), new_rows)
+        step.advance(len(new_ids))
+    index.ntotal = len(store.ids)
+    faiss.copy_array_to_vector(store.ids, index.id_map)
+    index.construct_rev_map()
+    if inner.ntotal != len(store.ids):
+        raise UdfError(
+            f"faiss_build: the update left {inner.ntotal} vectors for {len(store.ids)} ids; "
+            "rebuild with --option incremental=false"
+        )
+    if update.plan.search_parameters:
+        apply_string(index, update.plan.search_parameters, "faiss_build")
+    return index
+
+
 def _write_version_files(
     directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, manifest: dict[str, Any]
 ) -> None:
@@ -434,22 +721,48 @@ def build_index(
     started = time.perf_counter()
     with progress.stage("faiss_build: reading the store"):
         store = read_store(catalog_dir)
-    plan = plan_index(family, len(store.ids), store.vectors.shape[1], options)
-    logger.info(
-        "faiss_build: building %s (%s) over %d vectors: %s",
-        plan.family,
-        plan.factory,
-        len(store.ids),
-        plan.family_reason,
-    )
+    # auto measures candidate families on samples (seconds); an update keeps CURRENT's family, so
+    # auto first tries that one, and measures only when the build is a full one after all.
+    kept_family = _auto_kept_family(catalog_dir, family, options)
+    plan = plan_index(kept_family or family, len(store.ids), store.vectors.shape[1], options, store.vectors)
+    update = plan_update(catalog_dir, store, options, plan)
+    if kept_family is not None and not update.update:
+        plan = plan_index(family, len(store.ids), store.vectors.shape[1], options, store.vectors)
+        update = plan_update(catalog_dir, store, options, plan)
+    elif kept_family is not None and update.plan is not None:
+        update = dataclasses.replace(update, plan=dataclasses.replace(
+            update.plan, family_reason=f"auto: kept {kept_family}, the family of the CURRENT version it updates"))
     threads = options.build_threads or min(os.cpu_count() or 1, 1 + len(store.ids) // BUILD_VECTORS_PER_THREAD)
-    index = train_and_add(plan, store, threads)
-
     version = new_version_name()
+    if update.update:
+        assert update.plan is not None and update.parent is not None
+        plan = update.plan
+        logger.info("faiss_build: %s (%s), %d vectors: %s", plan.family, plan.factory, len(store.ids), update.reason)
+        index = update_index(index_versions(catalog_dir).path(update.parent), update, store, threads)
+        drift = update.drift
+    else:
+        logger.info(
+            "faiss_build: building %s (%s) over %d vectors: %s; %s",
+            plan.family,
+            plan.factory,
+            len(store.ids),
+            plan.family_reason,
+            update.reason,
+        )
+        index = train_and_add(plan, store, threads)
+        # A full build starts the drift count: later updates keep the quantizers trained here.
+        drift = {
+            **{key: update.drift[key] for key in ("added", "removed") if key in update.drift},
+            "since_full_build": {"version": version, "ntotal": int(index.ntotal), "added": 0, "removed": 0},
+            "fraction": 0.0,
+            "max_drift": options.max_drift,
+        }
+
     manifest = {
         "version": version,
         "family": plan.family,
         "family_reason": plan.family_reason,
+        "auto_measurement": plan.auto_measurement,
         "factory": plan.factory,
         "metric": plan.metric,
         "dimension": int(store.vectors.shape[1]),
@@ -464,6 +777,12 @@ def build_index(
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "build_seconds": round(time.perf_counter() - started, 3),
         "libraries": {"faiss": faiss.__version__, "numpy": np.__version__, "duckdb": duckdb.__version__},
+        # parent: the CURRENT version when this build started; incremental: whether it was updated
+        # (remove_ids / add_with_ids) rather than trained and filled anew; incremental_reason: why.
+        "parent": update.parent,
+        "incremental": update.update,
+        "incremental_reason": update.reason,
+        "drift": drift,
     }
     versions = index_versions(catalog_dir)
     # stage() first removes the full-size staging directory a build killed earlier (kill -9, OOM) left.

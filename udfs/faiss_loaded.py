@@ -111,7 +111,9 @@ class LoadedIndex:
             self._in_flight += 1
             in_flight = self._in_flight
         try:
-            faiss.omp_set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // in_flight))
+            # One query: FAISS parallelises over queries, so a team would only be woken to idle.
+            threads = 1 if len(queries) == 1 else self.threads or max(1, (os.cpu_count() or 1) // in_flight)
+            faiss.omp_set_num_threads(threads)
             started = time.perf_counter()
             with self.search_lock or contextlib.nullcontext():
                 distances, labels = self.index.search(queries, k)

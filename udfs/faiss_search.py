@@ -15,6 +15,14 @@
   from the loaded index, which is what ``faiss_search(k_factor := ...)`` passes), top k of
   them; unknown or repeated ids are dropped (unknown ones counted in
   ``faiss_rerank_unknown_ids_total``).
+* ``faiss_search_hits(q, k DOUBLE, k_factor DOUBLE)``: the hits list behind the ``faiss_search``
+  table macro (sql/macros/faiss_search.sql): the macro's argument checks, then faiss_topk, or
+  with k_factor above 1 exact_rerank of ceil(k * k_factor) candidates.  One UDF call, so the
+  macro binds no CASE arms per statement.
+* One query row (``faiss_search(embed('...'))``, a one-row ``faiss_topk``) takes
+  ``_topk_one``: the same checks, search and exact fallback without the batch's Arrow kernels,
+  and ``LoadedIndex.search`` gives a one-row search one OpenMP thread (no team to wake).
+  Its hits equal the batched path's, to the bit on a Flat index (tests/test_single_query.py).
 * ``faiss_set_params('nprobe=32')``: apply search parameters (nprobe, efSearch,
   refine_k_factor: :mod:`udfs.faiss_params`) to the loaded index of this connection (until
   CURRENT changes); returns the resulting parameters.
@@ -152,10 +160,54 @@ def _hits_array(
     return pa.ListArray.from_arrays(pa.array(offsets), hits, mask=pa.array(~present))
 
 
+def _topk_one(loaded: LoadedIndex, query: pa.Array, k: int) -> pa.Array:
+    """faiss_topk for a batch of one non-NULL row, the one-query statement (``faiss_search(embed(...))``).
+
+    The same checks, search and exact fallback as the batched path, without its per-batch
+    Arrow compute kernels and masks: for one row those cost more than the search itself
+    (0.45 ms of the 0.55 ms the batched body took for a Flat search of 3,500 vectors).
+    """
+    vector = query.flatten().to_numpy(zero_copy_only=False)
+    if vector.size == 0:
+        raise UdfError(
+            f"faiss_topk: q in row 1 of this batch is empty; pass a query vector of {loaded.dimension} floats "
+            "such as embed('text')"
+        )
+    if vector.size != loaded.dimension:
+        raise UdfError(f"faiss_topk: q has dimension {vector.size}, the index expects {loaded.dimension}")
+    if not np.isfinite(vector).all():
+        raise UdfError(
+            "faiss_topk: q in row 1 of this batch contains NaN, infinity or NULL elements; pass finite floats"
+        )
+    if k < 1:
+        raise UdfError(f"faiss_topk: k must be at least 1, got {k}")
+    matrix = vector.reshape(1, -1)
+    one = np.ones(1, dtype=bool)
+    if loaded.metric != "l2":
+        _refuse_zero_queries(matrix, one, one, "faiss_topk")
+    k_search = min(k, loaded.ntotal)
+    if loaded.max_k is not None and k_search > loaded.max_k:
+        raise UdfError(
+            f"faiss_topk: k={k_search} exceeds the GPU limit of {loaded.max_k}; lower k or turn use_gpu off"
+        )
+    scores, labels = loaded.search(matrix, k_search)
+    found = labels[0] != -1
+    ids, hit_scores = labels[0][found], scores[0][found]
+    if len(ids) < k_search:
+        # As in the batched path: a short ANN answer is replaced by an exact search.
+        TOPK_EXACT_FALLBACK.labels(family=loaded.family).inc()
+        ids, hit_scores = _exact_topk(loaded, matrix, np.array([k_search]))
+    ranks = np.arange(1, len(ids) + 1, dtype=np.int32)
+    return _hits_array(one, np.array([len(ids)]), ranks, ids, hit_scores)
+
+
 def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) -> pa.Array:
     loaded = load_current(context)
-    matrix, q_present = _query_matrix(combined(q), loaded.dimension, "faiss_topk")
-    k_values, k_present = _k_values(combined(k), "faiss_topk")
+    queries, ks = combined(q), combined(k)
+    if len(queries) == 1 and queries.null_count == 0 and ks.null_count == 0:
+        return _topk_one(loaded, queries, int(ks[0].as_py()))
+    matrix, q_present = _query_matrix(queries, loaded.dimension, "faiss_topk")
+    k_values, k_present = _k_values(ks, "faiss_topk")
     present = q_present & k_present
     if not k_present.all():
         matrix = matrix[k_present[q_present]]
@@ -295,6 +347,70 @@ def exact_rerank(
     return _hits_array(present, counts, ranks[selected], chunk_ids[selected], scores[selected])
 
 
+# The largest k, and k * k_factor, that faiss_topk's INTEGER k holds.
+_MAX_K = 2_147_483_647
+
+
+def _shown(value: float) -> str:
+    """An argument as the refusal shows it: integral values without a decimal point, as passed."""
+    if np.isnan(value):
+        return "NULL"
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _check_search_arguments(ks: np.ndarray, factors: np.ndarray) -> None:
+    """faiss_search's argument checks, in the macro's order and words; NULL (NaN here) fails each.
+
+    They run on DOUBLE values, before any INTEGER cast or product could overflow.
+    """
+    checks = (
+        ("k", ks, ~(ks >= 1), "be at least 1", ""),
+        ("k", ks, ~(ks <= _MAX_K), f"be at most {_MAX_K}",
+         "; ask for fewer hits (k above the store size already returns every chunk)"),
+        ("k_factor", factors, ~(factors >= 1), "be at least 1", ""),
+    )
+    for name, values, bad, rule, hint in checks:
+        if bad.any():
+            first = np.flatnonzero(bad)[0]
+            raise UdfError(f"faiss_search: {name} must {rule}, got {_shown(values[first])}{hint}")
+    bad = ~(ks * factors <= _MAX_K)
+    if bad.any():
+        first = np.flatnonzero(bad)[0]
+        raise UdfError(
+            f"faiss_search: k * k_factor must be at most {_MAX_K} candidates, got "
+            f"{_shown(ks[first])} * {_shown(factors[first])}; lower k or k_factor"
+        )
+
+
+def faiss_search_hits(
+    context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray, k_factor: pa.ChunkedArray
+) -> pa.Array:
+    """The hits list behind the ``faiss_search`` table macro: its checks, faiss_topk, and with
+    k_factor above 1, exact_rerank of ceil(k * k_factor) candidates.
+
+    One UDF call instead of the SQL CASE the macro used to plan: binding four check_argument
+    expansions and the re-rank arm cost about 2 ms of a 4 ms one-query statement
+    (bench/bench_latency.py), more than the search.  NULL q gives NULL (no rows).
+    """
+    queries = combined(q)
+    ks = combined(k).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    factors = combined(k_factor).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    _check_search_arguments(ks, factors)
+    if (pc.list_value_length(queries).fill_null(1).to_numpy() == 0).any():
+        raise UdfError("faiss_search: q is empty; pass a query vector such as embed('text')")
+    # CAST(k AS INTEGER) as DuckDB does it: to the nearest integer, halves away from zero.
+    row_k = np.floor(ks + 0.5).astype(np.int32)
+    rerank = factors != 1
+    if not rerank.any():
+        return faiss_topk(context, queries, pa.array(row_k))
+    candidates = np.where(rerank, np.ceil(ks * factors), row_k).astype(np.int32)
+    ann = faiss_topk(context, queries, pa.array(candidates))
+    ids = pc.struct_field(ann.values, [1])
+    candidate_ids = pa.ListArray.from_arrays(ann.offsets, ids, mask=ann.is_null())
+    reranked = exact_rerank(context, queries, candidate_ids, pa.array(row_k), pa.nulls(len(queries), pa.string()))
+    return reranked if rerank.all() else pc.if_else(pa.array(rerank), reranked, ann)
+
+
 def _faiss_set_params(context: CatalogContext, params: str) -> str:
     return load_current(context).set_parameters(params, "faiss_set_params")
 
@@ -324,6 +440,16 @@ REGISTRY: tuple[UdfSpec, ...] = (
         null_handling="special",
         owns_cores=True,
         doc="Top-k chunks of the published index per query vector (rank from 1, higher score is better).",
+    ),
+    UdfSpec(
+        name="faiss_search_hits",
+        function=faiss_search_hits,
+        parameters=("FLOAT[]", "DOUBLE", "DOUBLE"),
+        return_type=HITS_TYPE,
+        null_handling="special",
+        owns_cores=True,
+        doc="The hits of the faiss_search macro: faiss_topk(q, k), or with k_factor > 1 exact_rerank of "
+        "ceil(k * k_factor) candidates; checks k and k_factor.",
     ),
     UdfSpec(
         name="exact_rerank",

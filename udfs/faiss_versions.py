@@ -17,7 +17,13 @@ A version directory holds:
   chunk id to its row (used by ``exact_rerank``);
 * ``tuning.json``: ``{}`` until autotune writes a profile (format: :mod:`udfs.faiss_tuning`);
 * ``manifest.json``: what was built, from which store, why, with which libraries; its presence
-  marks the version complete.
+  marks the version complete.  ``parent`` names the version that was CURRENT when the build
+  started; ``incremental`` says whether this version is that parent updated (``remove_ids`` /
+  ``add_with_ids``, trained quantizers kept) rather than built anew, ``incremental_reason`` why,
+  and ``drift`` counts the ids added and removed since the parent and since the last full build
+  (``drift.since_full_build``), whose fraction decides when an update becomes a full rebuild.
+  An update is written like any build: a new version in a staging directory, never the
+  parent's files (see :func:`udfs.faiss_build.update_index`).
 """
 
 from __future__ import annotations
@@ -115,6 +121,9 @@ def list_versions(catalog_dir: Path | str) -> dict[str, Any]:
                 "ntotal": manifest["ntotal"],
                 "store_version": manifest["store"]["version"],
                 "built_at": manifest["built_at"],
+                # Older manifests predate updates: each was a full build.
+                "incremental": bool(manifest.get("incremental", False)),
+                "parent": manifest.get("parent"),
             }
         )
     return {"current": current, "versions": rows}

@@ -1,0 +1,452 @@
+"""Single-query latency: one statement, one query vector, against DuckDB's floor, index.search and vss.
+
+Per synthetic store size (``--sizes``; data and catalogs shared with bench_search.py under
+``bench/results``), for each FAISS family (``--families``, default ``auto`` and ``hnsw``):
+
+1. single-query statements, each over another held-out query vector bound with
+   ``SET VARIABLE q`` (untimed; vss's single query is measured the same way), forms run
+   round-robin per query so load from other work falls on all alike; median (p50) and p90
+   over ``--statements`` statements:
+
+   * ``SELECT 1`` and a native (tuple) Python UDF on one row: DuckDB's floor;
+   * ``faiss_topk(getvariable('q'), 10)``; ``faiss_search(...)`` alone, joined to ``chunks``,
+     and joined as ``run_script`` runs it (the thread rule: DuckDB ``threads = 1`` around it);
+   * the issue's form, the query in a one-row table read by a scalar subquery;
+   * ``index.search`` of the one vector (1 OpenMP thread, as the UDF runs it) and
+     ``LoadedIndex.search``;
+
+2. batched QPS through SQL (``faiss_topk`` over ``--queries`` queries, DuckDB threads = 1)
+   at the cheapest setting with recall@10 >= 0.95, and the family's build seconds;
+3. DuckDB vss HNSW in an in-memory DuckDB (``--skip-vss`` to leave out): build seconds,
+   batched LATERAL QPS and the single-query p50 at its cheapest ``hnsw_ef_search`` meeting
+   the same recall;
+4. with the embedder in the statement, ``faiss_search(embed(text)) JOIN chunks`` and
+   ``embed(text)`` alone, per embedder: MiniLM over the synthetic store (384-d, as MiniLM's),
+   the static code embedder over a small catalog ingested from this repository's ``udfs/``.
+
+Results: ``bench/results/search_latency_<dataset>.json``, tables on stdout, and with ``--write`` the
+"Single-query latency" section of BENCHMARKS.md.
+
+    .venv/bin/python bench/bench_latency.py --sizes 200000 --write
+    .venv/bin/python bench/bench_latency.py --sizes 200000 1000000 --write   # the full run
+    .venv/bin/python bench/bench_latency.py --quick                          # smoke run, 20k vectors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import duckdb  # noqa: E402
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench import adapters  # noqa: E402
+from bench.common import CORES, DIM, RECALL_TARGET, RESULTS, K, log, median, processor_name  # noqa: E402
+from bench.datasets import Dataset, synthetic_dataset  # noqa: E402
+from bench.phases import VSS_EF_SEARCHES, ensure_builds, parameter_grid, register_queries, sql_hits  # noqa: E402
+from bench.render import result_path, save, table, write_section  # noqa: E402
+from bench.timing import latency_summary  # noqa: E402
+
+SECTION = "## Single-query latency (bench/bench_latency.py)"
+#: Texts for the embedder rows: each statement embeds another one (no cache can answer it).
+TEXTS = ("parse a requirements file", "retry with exponential backoff", "read a config file into a dict",
+         "send an http request with headers", "walk a directory tree and filter files")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[200_000], help="synthetic store sizes")
+    parser.add_argument("--families", nargs="+", default=["auto", "hnsw"], choices=["auto", *adapters.FAMILIES])
+    parser.add_argument("--statements", type=int, default=200, help="single-query statements per form (median)")
+    parser.add_argument("--queries", type=int, default=2000, help="queries per batch (batched QPS, recall)")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs of each batched measurement (median)")
+    parser.add_argument("--clusters", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--noise", choices=["isotropic", "real-spectrum"], default="isotropic")
+    parser.add_argument("--skip-vss", action="store_true")
+    parser.add_argument("--skip-embed", action="store_true", help="leave out the embedder rows")
+    parser.add_argument("--rebuild", action="store_true", help="build the FAISS indexes again")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
+    parser.add_argument("--profile-only", action="store_true",
+                        help="time only the pieces of one statement, into the saved results of --sizes")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20000 vectors, few statements")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.statements, args.queries, args.runs = [20_000], 40, 500, 2
+    return args
+
+
+def rounds(actions: dict[str, Callable[[], Any]], before: Callable[[int], None], count: int,
+           warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds per statement of each action: statement i of every action runs after
+    ``before(i)`` (untimed), round-robin, the order reversed every other round."""
+    times: dict[str, list[float]] = {name: [] for name in actions}
+    names = list(actions)
+    for i in range(-warmup, count):
+        before(max(i, 0))
+        for name in names if i % 2 == 0 else reversed(names):
+            started = time.perf_counter()
+            actions[name]()
+            if i >= 0:
+                times[name].append((time.perf_counter() - started) * 1000)
+    return times
+
+
+def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
+    """Every single-query form on the published ``version``, interleaved per query."""
+    adapters.publish(dataset.catalog, version)
+    connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
+    try:
+        queries = dataset.queries(count)
+        connection.create_function("bench_native", lambda x: x + 1, ["INTEGER"], "INTEGER", type="native")
+        connection.create_function("bench_native_vector", lambda v: len(v), ["FLOAT[]"], "INTEGER", type="native")
+        connection.execute("CREATE OR REPLACE TEMP TABLE one AS SELECT 1 AS x")
+        owners = adapters.core_owning_names(connection)
+        loaded = adapters.load_current(adapters.catalog_context(dataset.catalog, catalog_settings=True))
+        join = ("SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search(getvariable('q'), k := 10) AS h "
+                "JOIN chunks AS c ON c.id = h.chunk_id")
+        join_words = adapters.sql_words(join)
+        current: dict[str, np.ndarray] = {}
+
+        def before(i: int) -> None:
+            vector = queries[i % len(queries)]
+            current["q"] = vector[None].copy()
+            connection.execute("SET VARIABLE q = ?::FLOAT[384]", [vector.tolist()])
+            connection.execute("CREATE OR REPLACE TEMP TABLE qv AS SELECT getvariable('q') AS e")
+
+        def run(sql: str) -> Callable[[], Any]:
+            return lambda: connection.execute(sql).fetchall()
+
+        def with_rule() -> Any:
+            with adapters.core_owner_threads(connection, join_words, owners):
+                return connection.execute(join).fetchall()
+
+        def index_search() -> Any:
+            faiss.omp_set_num_threads(1)  # as LoadedIndex.search does for one query
+            return loaded.index.search(current["q"], K)
+
+        actions = {
+            "SELECT 1": run("SELECT 1"),
+            "native UDF, one INTEGER row": run("SELECT bench_native(x) FROM one"),
+            "native UDF, one FLOAT[384] row": run("SELECT bench_native_vector(getvariable('q'))"),
+            "index.search (1 vector)": index_search,
+            "LoadedIndex.search": lambda: loaded.search(current["q"], K),
+            "faiss_topk(q, 10)": run("SELECT faiss_topk(getvariable('q'), 10)"),
+            "faiss_search(q, k := 10)": run("SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
+            "faiss_search JOIN chunks": run(join),
+            "faiss_search JOIN chunks, thread rule": with_rule,
+            "faiss_search((SELECT e FROM qv)) JOIN chunks": run(
+                "SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search((SELECT e FROM qv), k := 10) AS h "
+                "JOIN chunks AS c ON c.id = h.chunk_id"),
+            "faiss_topk(e, 10) FROM qv": run("SELECT faiss_topk(e, 10) FROM qv"),
+        }
+        times = rounds(actions, before, count)
+        return {name: latency_summary(values) for name, values in times.items()}
+    finally:
+        connection.close()
+
+
+def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
+    """Where one faiss_search statement's time goes: each piece timed on its own, interleaved per query."""
+    import pyarrow as pa
+
+    adapters.publish(dataset.catalog, version)
+    connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
+    try:
+        context = adapters.catalog_context(dataset.catalog, catalog_settings=True)
+        loaded = adapters.load_current(context)
+        queries = dataset.queries(count)
+        constant = adapters.faiss_topk(context, pa.array([queries[0].tolist()], pa.list_(pa.float32())),
+                                       pa.array([K], pa.int32()))
+        connection.create_function("bench_native_vector", lambda v: len(v), ["FLOAT[]"], "INTEGER", type="native")
+        connection.create_function("bench_arrow_constant_hits", lambda v: constant, ["FLOAT[]"],
+                                   adapters.HITS_TYPE, type="arrow")
+        hit_ids = [int(h["chunk_id"]) for h in constant.to_pylist()[0]]
+        connection.execute("CREATE OR REPLACE TEMP TABLE bench_hits AS SELECT unnest(?::BIGINT[]) AS chunk_id",
+                           [hit_ids])
+        current: dict[str, Any] = {}
+
+        def before(i: int) -> None:
+            vector = queries[i % len(queries)]
+            current["matrix"] = vector[None].copy()
+            current["q"] = pa.chunked_array([pa.array([vector.tolist()], pa.list_(pa.float32()))])
+            connection.execute("SET VARIABLE q = ?::FLOAT[384]", [vector.tolist()])
+
+        def run(sql: str) -> Callable[[], Any]:
+            return lambda: connection.execute(sql).fetchall()
+
+        def search(threads: int) -> Callable[[], Any]:
+            def action() -> Any:
+                faiss.omp_set_num_threads(threads)
+                return loaded.index.search(current["matrix"], K)
+            return action
+
+        k_double, factor = pa.chunked_array([pa.array([float(K)])]), pa.chunked_array([pa.array([1.0])])
+
+        def set_threads_pair() -> None:
+            previous = connection.execute("SELECT current_setting('threads')").fetchone()[0]
+            connection.execute("SET threads = ?", [1])
+            connection.execute("SET threads = ?", [previous])
+
+        actions = {
+            "SELECT 1 (statement floor)": run("SELECT 1"),
+            "native UDF on one FLOAT[384] row": run("SELECT bench_native_vector(getvariable('q'))"),
+            "arrow UDF on one FLOAT[384] row, constant hits": run(
+                "SELECT bench_arrow_constant_hits(getvariable('q'))"),
+            f"index.search, 1 query, {CORES} OpenMP threads": search(CORES),
+            "index.search, 1 query, 1 OpenMP thread": search(1),
+            "faiss_search_hits Python body (no DuckDB)": lambda: adapters.faiss_search_hits(
+                context, current["q"], k_double, factor),
+            "EXPLAIN SELECT 1": run("EXPLAIN SELECT 1"),
+            "EXPLAIN faiss_search (bind, plan, and the UDF call DuckDB folds on a constant q)": run(
+                "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
+            "10 hit ids JOIN chunks (no search)": run(
+                "SELECT c.uri, c.start_line FROM bench_hits AS h JOIN chunks AS c ON c.id = h.chunk_id"),
+            "thread rule's statements (current_setting + 2 SET threads)": set_threads_pair,
+        }
+        times = rounds(actions, before, count)
+        return {name: latency_summary(values) for name, values in times.items()}
+    finally:
+        connection.close()
+
+
+def batched(dataset: Dataset, version: str, family: str, nq: int, runs: int) -> dict[str, Any]:
+    """Batched faiss_topk through SQL (DuckDB threads = 1) at the cheapest setting meeting the recall target."""
+    adapters.publish(dataset.catalog, version)
+    connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
+    try:
+        register_queries(connection, "queries", dataset.queries(nq))
+        connection.execute("SET threads = 1")
+        manifest = json.loads((dataset.catalog / "index" / "versions" / version / adapters.MANIFEST_FILE).read_text())
+        statement = f"SELECT q.query_id, unnest(faiss_topk(q.embedding, {K}), recursive := true) FROM queries AS q"
+        chosen, recall = "", 0.0
+        grid = parameter_grid(manifest["family"], manifest["build_parameters"].get("nlist"))
+        for setting in [s for group in grid for s in group]:
+            if setting:
+                connection.execute("SELECT faiss_set_params(?)", [setting])
+            recall = dataset.recall(sql_hits(connection, statement, nq))
+            chosen = setting
+            if recall >= RECALL_TARGET:
+                break
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            connection.execute(statement).to_arrow_table()
+            times.append(time.perf_counter() - started)
+        return {"setting": chosen, "recall": recall, "qps": nq / median(times),
+                "build_s": manifest["build_seconds"], "factory": manifest["factory"], "family": manifest["family"],
+                "auto_measurement": manifest.get("auto_measurement")}
+    finally:
+        connection.close()
+
+
+def vss(dataset: Dataset, nq: int, count: int, runs: int) -> dict[str, Any]:
+    """DuckDB vss HNSW (vss defaults, metric 'ip'): build, batched LATERAL QPS and single-query p50
+    at the cheapest hnsw_ef_search meeting the target (as bench_search.py measures it)."""
+    connection = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    try:
+        adapters.load_extensions(connection)
+        connection.execute(f"SET threads = {CORES}")
+        items = dataset.store_table()
+        connection.register("items_arrow", items)
+        connection.execute("CREATE TABLE items AS SELECT id, v FROM items_arrow")
+        connection.unregister("items_arrow")
+        register_queries(connection, "queries", dataset.queries(nq))
+        log(f"{dataset.name}: vss HNSW build over {dataset.n} vectors")
+        started = time.perf_counter()
+        connection.execute("CREATE INDEX items_hnsw ON items USING HNSW (v) WITH (metric = 'ip')")
+        build_s = time.perf_counter() - started
+        connection.execute("SET disabled_optimizers = 'top_n_window_elimination'")  # else LATERAL brute-forces
+        batch = (f"SELECT q.query_id, r.id FROM queries AS q, LATERAL (SELECT c.id FROM items AS c "
+                 f"ORDER BY array_negative_inner_product(c.v, q.embedding) LIMIT {K}) AS r")
+        single = (f"SELECT id FROM items ORDER BY array_negative_inner_product(v, getvariable('q')::FLOAT[{DIM}]) "
+                  f"LIMIT {K}")
+        ef, recall = VSS_EF_SEARCHES[0], 0.0
+        for ef in VSS_EF_SEARCHES:
+            connection.execute(f"SET hnsw_ef_search = {ef}")
+            recall = dataset.recall(sql_hits(connection, batch, nq, id_column="id"))
+            if recall >= RECALL_TARGET:
+                break
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            connection.execute(batch).to_arrow_table()
+            times.append(time.perf_counter() - started)
+        queries = dataset.queries(count)
+
+        def before(i: int) -> None:
+            connection.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
+
+        latencies = rounds({"single": lambda: connection.execute(single).fetchall()}, before, count)["single"]
+        return {"build_s": build_s, "setting": f"hnsw_ef_search={ef}", "recall": recall, "qps": nq / median(times),
+                "single": latency_summary(latencies)}
+    finally:
+        connection.close()
+
+
+def embed_forms(catalog: Path, settings: dict[str, Any], count: int) -> dict[str, Any]:
+    """``embed(text)`` alone and inside ``faiss_search(...) JOIN chunks``, another text each statement."""
+    connection = adapters.connect(catalog, settings=settings)
+    try:
+        texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 3)]
+        current = {"text": texts[0]}
+
+        def before(i: int) -> None:
+            current["text"] = texts[i]
+
+        join = ("SELECT c.uri, h.rank, h.score FROM faiss_search(embed(?), k := 10) AS h "
+                "JOIN chunks AS c ON c.id = h.chunk_id")
+        actions = {
+            "SELECT embed(text)": lambda: connection.execute("SELECT embed(?)", [current["text"]]).fetchall(),
+            "faiss_search(embed(text)) JOIN chunks": lambda: connection.execute(join, [current["text"]]).fetchall(),
+        }
+        chunks = connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+        return {"chunks": chunks, **{name: latency_summary(v) for name, v in rounds(actions, before, count).items()}}
+    finally:
+        connection.close()
+
+
+def static_code_catalog(results: Path) -> Path:
+    """A small catalog of this repository's udfs/ embedded by the static code embedder, with a Flat index."""
+    catalog = results / "catalogs" / "latency_static_code"
+    if adapters.current_store(catalog) is None:
+        log(f"ingesting {adapters.PROJECT_DIR / 'udfs'} into {catalog} (static code embedder)")
+        adapters.ingest(adapters.PROJECT_DIR / "udfs", catalog, settings={"embed_model": "static-code"})
+        adapters.build_index(catalog, "flat", settings={"embed_model": "static-code"})
+    return catalog
+
+
+def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    dataset = synthetic_dataset(n, args.clusters, args.seed, args.noise, args.results_dir)
+    results: dict[str, Any] = {"dataset": dataset.name, "n": n, "description": dataset.description,
+                               "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "load_average_start": round(os.getloadavg()[0], 2), "families": {}}
+    builds = ensure_builds(dataset, list(args.families), args.rebuild)
+    dataset.truth(args.queries)
+    for family in args.families:
+        entry = builds[family]
+        log(f"{dataset.name}: {family} ({entry['manifest']['factory']}): single-query forms")
+        forms = single_query_forms(dataset, entry["version"], args.statements)
+        if family == args.families[0]:
+            results["profile"] = {"family": entry["manifest"]["family"],
+                                  "pieces": profile(dataset, entry["version"], args.statements)}
+        log(f"{dataset.name}: {family}: batched QPS at recall@{K} >= {RECALL_TARGET}")
+        results["families"][family] = {"build_wall_s": entry["wall_s"], "cached_build": entry["cached"],
+                                       "single": forms,
+                                       "batched": batched(dataset, entry["version"], family, args.queries, args.runs)}
+        save(f"latency_{dataset.name}", results, args.results_dir)
+    if not args.skip_vss:
+        results["vss"] = vss(dataset, args.queries, args.statements, args.runs)
+    if not args.skip_embed:
+        adapters.publish(dataset.catalog, builds[args.families[0]]["version"])
+        log(f"{dataset.name}: embedder rows")
+        results["embed"] = {"minilm": embed_forms(dataset.catalog, {"embed_model": "minilm"}, args.statements // 2)}
+        results["embed"]["static-code"] = embed_forms(static_code_catalog(args.results_dir),
+                                                      {"embed_model": "static-code"}, args.statements // 2)
+    results["load_average_end"] = round(os.getloadavg()[0], 2)
+    save(f"latency_{dataset.name}", results, args.results_dir)
+    return results
+
+
+def profile_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Add the per-piece profile to the saved results of size ``n`` (measured on its first family)."""
+    dataset = synthetic_dataset(n, args.clusters, args.seed, args.noise, args.results_dir)
+    path = result_path(f"latency_{dataset.name}", args.results_dir)
+    results = json.loads(path.read_text())
+    family = args.families[0]
+    version = ensure_builds(dataset, [family], False)[family]["version"]
+    manifest = json.loads((dataset.catalog / "index" / "versions" / version / adapters.MANIFEST_FILE).read_text())
+    log(f"{dataset.name}: profile of one statement on {family} ({manifest['factory']})")
+    results["profile"] = {"family": manifest["family"], "pieces": profile(dataset, version, args.statements),
+                          "load_average": round(os.getloadavg()[0], 2)}
+    save(f"latency_{dataset.name}", results, args.results_dir)
+    return results
+
+
+def render(all_results: list[dict[str, Any]], command: str) -> str:
+    lines = [SECTION, "",
+             f"`{command}`; {CORES} cores ({processor_name()}), duckdb {duckdb.__version__}, "
+             f"faiss {faiss.__version__}. "
+             "Every statement binds another held-out query vector (`SET VARIABLE q`, untimed) and every form runs "
+             "once per query, round-robin; p50 and p90 over the statements. Ratios are against rows of the same run.",
+             ""]
+    for results in all_results:
+        lines += [f"### {results['n']:,} vectors ({results['dataset']}, {results['started']}, load average "
+                  f"{results['load_average_start']} -> {results['load_average_end']})", ""]
+        vss_row = results.get("vss")
+        if results.get("profile"):
+            pieces = results["profile"]["pieces"]
+            rows = [[name, f"{summary['median_ms']:.3f}", f"{summary['p90_ms']:.3f}"]
+                    for name, summary in pieces.items()]
+            lines += [f"Where one statement's time goes ({results['profile']['family']} index; each piece timed "
+                      "on its own, interleaved per query):", "", table(["piece", "p50 ms", "p90 ms"], rows, "lrr"), ""]
+        for family, entry in results["families"].items():
+            single, batch = entry["single"], entry["batched"]
+            native = single["native UDF, one FLOAT[384] row"]["median_ms"]
+            rows = []
+            for name, summary in single.items():
+                ratio = summary["median_ms"] / native
+                vss_ratio = summary["median_ms"] / vss_row["single"]["median_ms"] if vss_row else None
+                rows.append([name, f"{summary['median_ms']:.3f}", f"{summary['p90_ms']:.3f}", f"{ratio:.2f}",
+                             "" if vss_ratio is None else f"{vss_ratio:.2f}"])
+            if vss_row:
+                rows.append([f"vss single query ({vss_row['setting']})", f"{vss_row['single']['median_ms']:.3f}",
+                             f"{vss_row['single']['p90_ms']:.3f}",
+                             f"{vss_row['single']['median_ms'] / native:.2f}", "1.00"])
+            label = family if family == batch["family"] else f"{family} -> {batch['family']}"
+            lines += [f"FAISS {label} `{batch['factory']}`, single-query statements (ms):", "",
+                      table(["statement", "p50 ms", "p90 ms", "x native UDF (FLOAT[384])", "x vss single"], rows,
+                            "lrrrr"), ""]
+            rows = [[f"FAISS {label}", batch["setting"] or "exact", f"{batch['recall']:.4f}", f"{batch['qps']:,.0f}",
+                     f"{batch['qps'] / vss_row['qps']:.1f}" if vss_row else "", f"{batch['build_s']:.1f}",
+                     f"{batch['build_s'] / vss_row['build_s']:.2f}" if vss_row else ""]]
+            if vss_row:
+                rows.append(["DuckDB vss HNSW", vss_row["setting"], f"{vss_row['recall']:.4f}",
+                             f"{vss_row['qps']:,.0f}", "1.0", f"{vss_row['build_s']:.1f}", "1.00"])
+            lines += [table(["batched (faiss_topk, DuckDB threads = 1)", "setting", "recall@10", "QPS", "x vss",
+                             "build s", "x vss build"], rows, "llrrrrr"), ""]
+            measurement = batch.get("auto_measurement")
+            if measurement:
+                rows = [[c["family"], " / ".join(f"{p['search_parameters'] or 'exact'} {p['recall']:.3f}"
+                                                  for p in c["samples"]),
+                         " / ".join(f"{p['qps']:,.0f}" for p in c["samples"]),
+                         " / ".join(f"{p['build_s']:.2f}" for p in c["samples"]),
+                         f"{c['projected_qps']:,.0f}", f"{c['projected_build_s']:.1f}",
+                         "**chosen**" if c["family"] == measurement["chosen"] else ""]
+                        for c in measurement["candidates"]]
+                lines += [f"`auto`'s measurement (manifest `auto_measurement`, {measurement['measure_seconds']} s, "
+                          f"samples of {measurement['samples'][0]} / {measurement['samples'][1]} vectors, "
+                          f"{measurement['queries']} held-out queries):", "",
+                          table(["family", "setting, recall", "QPS", "build s", "projected QPS",
+                                 "projected build s", ""], rows, "lllrrrl"), ""]
+        for embedder, entry in (results.get("embed") or {}).items():
+            rows = [[name, f"{summary['median_ms']:.2f}", f"{summary['p90_ms']:.2f}"]
+                    for name, summary in entry.items() if name != "chunks"]
+            lines += [f"With the embedder in the statement, {embedder} ({entry['chunks']:,} chunks):", "",
+                      table(["statement", "p50 ms", "p90 ms"], rows, "lrr"), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    command = ".venv/bin/python bench/bench_latency.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    all_results = [profile_size(n, args) if args.profile_only else measure_size(n, args) for n in args.sizes]
+    text = render(all_results, command.strip())
+    print(text)
+    (args.results_dir / "bench_latency.md").write_text(text + "\n")
+    if args.write:
+        write_section(text, SECTION)
+
+
+if __name__ == "__main__":
+    main()
