@@ -141,8 +141,10 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
         #    persisted, unless they read another directory (the catalog was moved or copied): then
         #    TEMP views over this catalog's files shadow them, on this connection.  Read-only is
         #    the current database's: `serve` ATTACHes the catalog READ_ONLY to an in-memory database.
+        #    An ingesting session applies them once, after it publishes (codeintel.store.write_store).
         if not database_read_only(connection):
-            apply_views(connection, context.catalog_dir)
+            if not context.ingesting:
+                apply_views(connection, context.catalog_dir)
         elif foreign := foreign_view_paths(connection, context.catalog_dir):
             LOG.warning("the views in %s read files outside it (%s: the catalog was moved or copied); this "
                         "session reads %s instead. Stock DuckDB clients keep reading the old place until a "

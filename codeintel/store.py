@@ -255,6 +255,7 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
         if previous is not None and reuse.pop("store_unchanged", False):
             # Same files, each unchanged: the chunks (so the fingerprint) are the previous store's.
             LOG.info("chunk store unchanged (every chunked file unchanged); keeping %s", previous.name)
+            apply_views(connection, catalog)
             return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         schema = store_schema.chunk_schema(embedder.dimension)
         connection.register("chunk_store_schema", schema.empty_table())
@@ -277,6 +278,7 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
         if (previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]
                 and same_file_state_columns(previous, staging.path)):
             LOG.info("chunk store unchanged (fingerprint %s); keeping %s", manifest["fingerprint"], previous.name)
+            apply_views(connection, catalog)
             return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         version = staging.commit()
     versions.publish(version)
