@@ -53,6 +53,7 @@ from codeintel.catalog_db import writer_lock
 from codeintel.errors import CatalogError
 from codeintel.layout import CATALOG_DB, SQL_DIR
 from codeintel.sqlfiles import core_owning_names, quote_literal, sql_words
+from udfs import faiss_current
 from udfs.context import CatalogContext
 
 LOG = logging.getLogger("codeintel.serve")
@@ -597,7 +598,8 @@ class ServedSession:
             if name_words(sql) & self.generation.core_owners:
                 # Read whole inside the gate: the SET threads that ends it runs on this connection,
                 # which would close a result still streaming.  Search results are small.
-                with self.generation.gate.single(self.connection):
+                # One index version for the whole statement, even if a publish lands mid-way.
+                with self.generation.gate.single(self.connection), faiss_current.pinned(self.catalog.context):
                     self.connection.execute(sql, params or None)
                     table = self.connection.fetch_arrow_table() if self.connection.description else None
                 reader = table.to_reader() if table is not None else None

@@ -27,8 +27,8 @@ import duckdb
 import pytest
 
 import bootstrap
-from codeintel import catalog_db, layout
-from udfs import faiss_build, faiss_versions
+from codeintel import catalog_db, layout, sqlfiles
+from udfs import faiss_build, faiss_current, faiss_versions
 from udfs import versioned_dir as staging_dirs
 
 #: How long a child may take to import the project and reach its sleep.
@@ -377,3 +377,24 @@ def test_a_copied_catalog_reads_its_own_files(synthetic_catalog: Path, tmp_path:
         assert stock.execute("SELECT count(*) FROM chunks").fetchone()[0] == 2000
         assert not [sql for (sql,) in stock.execute("SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall()
                     if str(synthetic_catalog) + "/" in sql]
+
+
+# --------------------------------------------------------------------------- issue 14: one version per statement
+
+
+def test_a_pinned_statement_keeps_the_version_it_met_first(synthetic_catalog: Path) -> None:
+    """Calls inside faiss_current.pinned (one statement in serve) use one version across a publish."""
+    first = faiss_build.build_index(synthetic_catalog, "flat")["version"]
+    second = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=8)["version"]
+    query = "SELECT faiss_topk(embedding, 5) FROM chunks ORDER BY id LIMIT 3"
+    with bootstrap.open_catalog(synthetic_catalog, read_only=True) as session:
+        connection, context = session.connection, session.context
+        with sqlfiles.duckdb_threads(connection, 1), faiss_current.pinned(context):
+            before = connection.execute(query).fetchall()
+            assert faiss_current.load_current(context).version == second
+            faiss_versions.publish(synthetic_catalog, first)
+            assert faiss_current.load_current(context).version == second, "the pin holds across the publish"
+            assert connection.execute(query).fetchall() == before
+            assert connection.execute("SELECT family FROM faiss_index_info()").fetchone() == ("ivf_flat",)
+        assert faiss_current.load_current(context).version == first, "the next statement sees the new version"
+        assert connection.execute("SELECT family FROM faiss_index_info()").fetchone() == ("flat",)
