@@ -75,6 +75,21 @@ def write_pool(connection: duckdb.DuckDBPyConnection, **parameters: Any) -> dict
     return dict(zip(relation.columns, relation.fetchone(), strict=True))
 
 
+def pooled_catalog(template: Path, target: Path, k: int) -> Path:
+    """A copy of the evaluation catalog with a FAISS and a BM25 run (pools), its views applied."""
+    from tests.conftest import copy_catalog
+
+    catalog = copy_catalog(template, target)
+    connection = bootstrap.connect(catalog)
+    try:
+        for channel in ("faiss", "bm25"):
+            write_pool(connection, channel=channel, k=k)
+        sqlfiles.apply_views(connection, catalog)  # the views the pools made possible
+    finally:
+        connection.close()
+    return catalog
+
+
 def write_hand_run(catalog: Path, run_id: str, channel: str, hits: Mapping[str, Sequence[int]], k: int,
                    created_at: datetime.datetime) -> None:
     """A run as sql/write_pool.sql leaves it on disk (pool and run files), from ranked chunk ids per query.

@@ -30,7 +30,7 @@ from sqlglot import exp
 import bootstrap
 from codeintel import errors, layout, sqlfiles
 from codeintel.session import Session
-from tests.eval_support import write_pool
+from tests.eval_support import pooled_catalog
 from tests.test_xtr import write_hand_lens
 from udfs import families, settings, store_schema
 from udfs.context import CatalogContext
@@ -264,15 +264,7 @@ def test_sql_file_opens_with_a_description(path: Path) -> None:
 @pytest.fixture(scope="module")
 def report_catalog(eval_catalog_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The evaluation catalog with a FAISS and a BM25 run (pools) and a hand-made XTR lens."""
-    from tests.conftest import copy_catalog
-
-    catalog = copy_catalog(eval_catalog_template, tmp_path_factory.mktemp("reports") / "catalog")
-    connection = bootstrap.connect(catalog)
-    try:
-        for channel in ("faiss", "bm25"):
-            write_pool(connection, channel=channel, k=5)
-    finally:
-        connection.close()
+    catalog = pooled_catalog(eval_catalog_template, tmp_path_factory.mktemp("reports") / "catalog", k=5)
     write_hand_lens(catalog)
     return catalog
 

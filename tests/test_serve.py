@@ -21,8 +21,7 @@ import pytest
 import bootstrap
 from codeintel import serve
 from codeintel.layout import PROJECT_DIR, SQL_DIR
-from tests.conftest import copy_catalog
-from tests.eval_support import write_pool
+from tests.eval_support import pooled_catalog
 
 psycopg = pytest.importorskip("psycopg")
 sqlalchemy = pytest.importorskip("sqlalchemy")
@@ -105,16 +104,7 @@ def rounded(rows: list[tuple]) -> list[tuple]:
 @pytest.fixture(scope="module")
 def served_catalog(eval_catalog_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The evaluation catalog with pools for the eval views (written in process, before serving)."""
-    catalog = copy_catalog(eval_catalog_template, tmp_path_factory.mktemp("served") / "catalog")
-    connection = bootstrap.connect(catalog)
-    try:
-        for channel in ("faiss", "bm25"):
-            write_pool(connection, channel=channel, k=10)
-    finally:
-        connection.close()
-    with bootstrap.open_catalog(catalog):
-        pass  # a writing session applies the views the pools made possible
-    return catalog
+    return pooled_catalog(eval_catalog_template, tmp_path_factory.mktemp("served") / "catalog", k=10)
 
 
 @pytest.fixture(scope="module")
