@@ -34,6 +34,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+import duckdb
+
+from codeintel.errors import CatalogError
 from codeintel.layout import CATALOG_DB
 from udfs import versioned_dir
 
@@ -86,6 +89,29 @@ def _holder(handle: IO[str]) -> str | None:
     return f"pid {owner['pid']} on {owner['host']}" if isinstance(owner, dict) and "pid" in owner else None
 
 
+def refuse_direct_writers(database: Path) -> None:
+    """Refuse to start while a connection holds ``database`` read-write (``bootstrap.connect``, a stock client).
+
+    Such a connection writes the file itself, outside the writer lock: copying the file under
+    it could miss its unwritten changes, and publishing the copy would discard whatever it
+    writes afterwards.  A read-write holder keeps DuckDB's exclusive lock, so a read-only open
+    fails; readers share the lock and pass.  (In this process, DuckDB refuses a second
+    connection to a file it holds read-write with another configuration: the same signal.)
+    """
+    if not database.exists():
+        return
+    try:
+        duckdb.connect(str(database), read_only=True).close()
+    except duckdb.Error as error:
+        message = str(error)
+        if "lock" not in message.lower() and "different configuration" not in message:
+            raise
+        raise CatalogError(
+            f"{database} is open read-write elsewhere ({message.splitlines()[0]}); a command writing the catalog "
+            "would lose that connection's changes. Close it (or open it read-only) and run the command again"
+        ) from error
+
+
 @dataclasses.dataclass
 class CatalogCopy:
     """A writer's private copy of ``catalog.duckdb``; :meth:`publish` renames it into place."""
@@ -119,6 +145,7 @@ def private_copy(catalog: Path) -> Iterator[CatalogCopy]:
     is discarded and ``catalog.duckdb`` is untouched.
     """
     with writer_lock(catalog):
+        refuse_direct_writers(catalog / CATALOG_DB)
         versioned_dir.remove_abandoned(catalog)
         copy = CatalogCopy(catalog, versioned_dir.create(catalog))
         try:

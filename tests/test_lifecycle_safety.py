@@ -398,3 +398,25 @@ def test_a_pinned_statement_keeps_the_version_it_met_first(synthetic_catalog: Pa
             assert connection.execute("SELECT family FROM faiss_index_info()").fetchone() == ("ivf_flat",)
         assert faiss_current.load_current(context).version == first, "the next statement sees the new version"
         assert connection.execute("SELECT family FROM faiss_index_info()").fetchone() == ("flat",)
+
+
+def test_a_writer_refuses_to_start_beside_a_direct_read_write_connection(
+        synthetic_catalog: Path, children: list[subprocess.Popen[str]]) -> None:
+    """A read-write holder writes the file outside the writer lock: copying under it would lose its changes."""
+    database = synthetic_catalog / layout.CATALOG_DB
+    holder, ready = start_child(f"""
+        import time, duckdb
+        connection = duckdb.connect({str(database)!r})
+        print("ready", flush=True)
+        time.sleep(600)
+    """)
+    children.append(holder)
+    assert ready == "ready"
+    before = database.read_bytes()
+    refused = run_cli("bm25", "--catalog", str(synthetic_catalog))
+    assert refused.returncode == 2
+    assert "is open read-write elsewhere" in refused.stderr and "Close it" in refused.stderr
+    assert f"PID {holder.pid}" in refused.stderr, "DuckDB's lock message names the holder"
+    kill_hard(holder)
+    assert database.read_bytes() == before
+    assert run_cli("bm25", "--catalog", str(synthetic_catalog)).returncode == 0
