@@ -51,8 +51,8 @@ import pyarrow as pa
 
 from codeintel.catalog_db import writer_lock
 from codeintel.errors import CatalogError
-from codeintel.layout import CATALOG_DB, SQL_DIR
-from codeintel.sqlfiles import core_owning_names, quote_literal, sql_words
+from codeintel.layout import CATALOG_DB
+from codeintel.sqlfiles import core_owning_names, names_calling, quote_literal
 from udfs import faiss_current
 from udfs.context import CatalogContext
 
@@ -185,16 +185,6 @@ class Generation:
     setting_names: frozenset[str]
     sessions: int = 0
     retired: bool = False
-
-
-def names_calling(connection: duckdb.DuckDBPyConnection, names: frozenset[str]) -> frozenset[str]:
-    """``names`` and every macro and view that calls one of them, as ``sqlfiles.core_owning_names`` grows its set."""
-    bodies = [(name.lower(), sql_words(body)) for name, body in
-              connection.execute((SQL_DIR / "catalog_definitions.sql").read_text()).fetchall()]
-    grown = set(names)
-    while more := {name for name, words in bodies if name not in grown and words & grown}:
-        grown |= more
-    return frozenset(grown)
 
 
 #: Postgres functions and types that clients call on connect or in schema browsers and DuckDB

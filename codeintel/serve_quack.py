@@ -38,10 +38,9 @@ from codeintel.serve import (
     ServeConfig,
     ThreadGate,
     name_words,
-    names_calling,
     refusal,
 )
-from codeintel.sqlfiles import core_owning_names, macro_order, quote_literal, read_macro_files
+from codeintel.sqlfiles import core_owning_names, macro_order, names_calling, quote_literal, read_macro_files
 
 LOG = logging.getLogger("codeintel.serve")
 

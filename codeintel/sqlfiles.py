@@ -321,7 +321,7 @@ def apply_views(connection: duckdb.DuckDBPyConnection, catalog: Path,
         if missing or blocked:
             skipped.add(name)
             LOG.debug("view %s not applied yet: %s", name, ", ".join(missing or blocked))
-            if foreign is None:
+            if not temporary and foreign is None:
                 foreign = foreign_view_paths(connection, catalog)
             if not temporary and name in foreign:
                 connection.execute(f"DROP VIEW IF EXISTS {exp.to_identifier(name).sql('duckdb')}")
@@ -513,12 +513,17 @@ def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
     (bench/bench_search.py, bench/bench_ingest.py).  So a statement naming any of these runs
     with DuckDB on one thread (:func:`core_owner_threads`) and the UDF owns the cores.
     """
-    names = {spec.name for spec in all_udf_specs() if spec.owns_cores}
+    return names_calling(connection, frozenset(spec.name for spec in all_udf_specs() if spec.owns_cores))
+
+
+def names_calling(connection: duckdb.DuckDBPyConnection, names: frozenset[str]) -> frozenset[str]:
+    """``names`` and every macro and view of the connection that calls one of them, directly or not."""
     bodies = [(name.lower(), sql_words(body)) for name, body in
               connection.execute((SQL_DIR / "catalog_definitions.sql").read_text()).fetchall()]
-    while grown := {name for name, words in bodies if name not in names and words & names}:
-        names |= grown
-    return frozenset(names)
+    grown = set(names)
+    while more := {name for name, words in bodies if name not in grown and words & grown}:
+        grown |= more
+    return frozenset(grown)
 
 
 def core_owner_threads(connection: duckdb.DuckDBPyConnection, words: set[str],
