@@ -29,7 +29,7 @@ import duckdb
 from codeintel import catalog_db, demo, serve, serve_quack, static_training, store
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import EXPLAINED_ERRORS, CatalogError, describe_error, error_line
-from codeintel.layout import CATALOG_DB, SETTINGS_FILE, SQL_DIR, store_versions
+from codeintel.layout import CATALOG_DB, SETTINGS_FILE, SQL_DIR, store_versions, upgrade_store_versions
 from codeintel.session import Session
 from codeintel.sqlfiles import (
     apply_macros,
@@ -143,6 +143,9 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
         #    the current database's: `serve` ATTACHes the catalog READ_ONLY to an in-memory database.
         #    An ingesting session applies them once, after it publishes (codeintel.store.write_store).
         if not database_read_only(connection):
+            # Store versions of an older layout get the file views/chunks.sql reads first.
+            if upgraded := upgrade_store_versions(context.catalog_dir):
+                LOG.info("store versions %s: added an empty deleted_ids.parquet (chunk parts)", ", ".join(upgraded))
             if not context.ingesting:
                 apply_views(connection, context.catalog_dir)
         elif foreign := foreign_view_paths(connection, context.catalog_dir):

@@ -14,7 +14,7 @@ import bootstrap
 from codeintel import demo, layout, sqlfiles
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import CatalogError
-from udfs import faiss_build, faiss_current, faiss_loaded, faiss_search, faiss_sweep, faiss_versions
+from udfs import faiss_build, faiss_current, faiss_loaded, faiss_search, faiss_sweep, faiss_versions, store_schema
 from udfs.context import CatalogContext
 from udfs.settings import Settings
 
@@ -47,6 +47,9 @@ connect = bootstrap.connect
 open_catalog = bootstrap.open_catalog
 load_extensions = bootstrap.load_extensions
 import_chunks = bootstrap.import_chunks
+#: A store version's chunks (its parts but the deleted ids), as an Arrow table of the given columns.
+read_live_chunks = store_schema.read_live_chunks
+CHUNK_COLUMNS = store_schema.column_names()
 ingest = bootstrap.ingest
 #: The CLI's index build (``sql/build_index.sql``): builds and publishes ``family``, returns the manifest.
 build_index = bootstrap.build_index

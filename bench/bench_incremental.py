@@ -179,7 +179,7 @@ def main() -> None:
                     if update["incremental"] else update["incremental_reason"])
             index_rows.append((family, parent["factory"], full_s, update_s, update_recall, full_recall, what,
                                len(queries)))
-        embedding = pq.read_table(again.store / "chunks.parquet", columns=["embedding"])["embedding"]
+        embedding = adapters.read_live_chunks(again.store, ["embedding"])["embedding"]
         curve = drift_curve(embedding.combine_chunks().flatten().to_numpy().reshape(len(embedding), -1))
 
     print(f"{args.repo}: {chunks} chunks, {len(chunked)} chunked files, {CORES} cores, "

@@ -143,7 +143,7 @@ def demo_embeddings() -> np.ndarray:
     if store is None:
         raise SystemExit("the real-spectrum set needs the demo store: run `.venv/bin/python bootstrap.py demo` first")
     return np.stack(
-        pq.read_table(store / "chunks.parquet", columns=["embedding"]).column(0).to_numpy(zero_copy_only=False)
+        adapters.read_live_chunks(store, ["embedding"]).column(0).to_numpy(zero_copy_only=False)
     ).astype(np.float32)
 
 
@@ -209,7 +209,7 @@ def demo_dataset(results: Path = RESULTS) -> Dataset | None:
         shutil.rmtree(directory, ignore_errors=True)
         shutil.rmtree(catalog, ignore_errors=True)
         directory.mkdir(parents=True)
-        shutil.copy(store / "chunks.parquet", directory / "chunks.parquet")
+        pq.write_table(adapters.read_live_chunks(store, adapters.CHUNK_COLUMNS), directory / "chunks.parquet")
         ensure_catalog(directory / "chunks.parquet", catalog)
         connection = adapters.connect(catalog)
         try:

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from udfs import store_schema
 from udfs.versioned_dir import VersionedDir
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -29,7 +30,8 @@ STORE_MANIFEST = "store.json"
 
 
 def store_versions(catalog: Path) -> VersionedDir:
-    """The chunk store: ``store/versions/<version>/`` {chunks.parquet, files.parquet, modules.jsonl, store.json}."""
+    """The chunk store: ``store/versions/<version>/`` {chunks*.parquet (udfs/store_schema.py),
+    deleted_ids.parquet, files.parquet, modules.jsonl, store.json}."""
     return VersionedDir(catalog / STORE_DIR, STORE_MANIFEST, "store")
 
 
@@ -40,3 +42,20 @@ def current_store(catalog: Path) -> Path | None:
 
 def read_store_manifest(store: Path) -> dict[str, Any]:
     return json.loads((store / STORE_MANIFEST).read_text())
+
+
+def upgrade_store_versions(catalog: Path) -> list[str]:
+    """Give every store version written before chunk parts existed an empty deleted-ids file.
+
+    Such a version holds one part, ``chunks.parquet``, and nothing deleted; views/chunks.sql
+    reads the deleted-ids file of CURRENT, so a writing session (which applies the views) adds
+    it first.  Adding a file changes none of the version's chunks.  Returns the versions upgraded.
+    """
+    versions = store_versions(catalog)
+    upgraded = []
+    for version in versions.complete_versions():
+        path = versions.path(version)
+        if not (path / store_schema.DELETED_IDS_FILE).exists() and (path / store_schema.BASE_PART).is_file():
+            store_schema.write_deleted_ids(path, store_schema.DELETED_IDS_SCHEMA.empty_table().column("id"))
+            upgraded.append(version)
+    return upgraded

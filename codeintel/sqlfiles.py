@@ -456,8 +456,13 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
                 raise CatalogError(f"{path.name}, statement {number}: {describe_error(error)}") from error
             # A slow statement (write_pool.sql's channel query) gets a log line; fast ones stay quiet.
             progress.statement_done(path.name, number, len(statements), time.monotonic() - statement_started)
-            if words & DEFINING_WORDS:
-                owners = core_owning_names(connection)
+            # A macro or view this script defines that names an owner calls one: the next statements
+            # naming it follow the rule too.  Read from the statement itself: re-reading every
+            # definition from DuckDB (duckdb_functions()) costs about 30 ms a time.
+            if words & DEFINING_WORDS and words & owners:
+                kind, name = created_object(statement)
+                if kind is not None:
+                    owners = owners | {name}
         return result
     finally:
         for quoted in names:
@@ -492,14 +497,19 @@ def duckdb_threads(connection: duckdb.DuckDBPyConnection, threads: int) -> Itera
 WORD = re.compile(r'[^\w"]*(?:"((?:[^"]|"")*)"|(\w+))')
 
 
-def sql_words(text: str) -> set[str]:
-    """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them."""
+@functools.lru_cache(maxsize=4096)
+def sql_words(text: str) -> frozenset[str]:
+    """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them.
+
+    Cached: the thread rule reads every macro and view body again after each statement that
+    may define one (an ingest script defines a dozen temp views), and the bodies rarely change.
+    """
     # The tokenizer gives where each token starts; WORD reads the token from there.
-    return {
+    return frozenset({
         "".join(WORD.match(text, start).groups("")).lower()
         for start, kind in duckdb.tokenize(text)
         if kind in (duckdb.token_type.identifier, duckdb.token_type.keyword)
-    }
+    })
 
 
 def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
@@ -526,7 +536,7 @@ def names_calling(connection: duckdb.DuckDBPyConnection, names: frozenset[str]) 
     return frozenset(grown)
 
 
-def core_owner_threads(connection: duckdb.DuckDBPyConnection, words: set[str],
+def core_owner_threads(connection: duckdb.DuckDBPyConnection, words: frozenset[str],
                        owners: frozenset[str]) -> contextlib.AbstractContextManager[None]:
     """DuckDB on one thread while a statement runs whose ``words`` (:func:`sql_words`) name one of ``owners``."""
     return duckdb_threads(connection, 1) if words & owners else contextlib.nullcontext()

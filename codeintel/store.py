@@ -11,6 +11,7 @@ ids, pools and indexes stay comparable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.metadata
 import logging
@@ -39,6 +40,13 @@ DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_CHUNK_CHARS = 1200
 
 
+#: An incremental ingest adds a part and hides replaced rows (udfs/store_schema.py); past these a
+#: write compacts the store into one part again, so a read of the chunks view never opens more
+#: than this many files nor reads more than this share of rows that are gone.
+STORE_MAX_PARTS = 16
+STORE_MAX_DELETED_FRACTION = 0.2
+PART_NUMBER = re.compile(r"chunks-(\d+)\.parquet")
+
 #: files.parquet columns an incremental ingest compares a file against (sql/ingest_chunk_store.sql).
 FILE_STATE_COLUMNS = ("mtime", "content_md5", "listed_at")
 
@@ -54,6 +62,8 @@ class IngestResult:
     #: embeddings_reused (chunks of changed files whose id the previous store holds) and
     #: chunks_embedded.  Empty for imports.
     reuse: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: How the version was written (StoreWrite.reason); empty when the previous version was kept.
+    write: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,9 +145,15 @@ def chunker_signature(max_chunk_chars: int) -> str:
     equal, because the same bytes cut by another chunker give other chunks.
     """
     source = hashlib.sha256((PROJECT_DIR / "udfs" / "chunking.py").read_bytes()).hexdigest()[:16]
-    grammars = sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()
-                      if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith("tree-sitter"))
-    return f"cast(max_chunk_chars={max_chunk_chars}, chunking.py={source}, {', '.join(grammars)})"
+    return f"cast(max_chunk_chars={max_chunk_chars}, chunking.py={source}, {', '.join(tree_sitter_packages())})"
+
+
+@functools.cache
+def tree_sitter_packages() -> tuple[str, ...]:
+    """The installed tree-sitter packages and versions (read once: scanning every distribution's metadata
+    costs about 50 ms, and a process does not change its grammars)."""
+    return tuple(sorted(f"{dist.metadata['Name']}=={dist.version}" for dist in importlib.metadata.distributions()
+                        if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith("tree-sitter")))
 
 
 def reusable_store(previous: Path | None, embedder: StoreEmbedder, chunker: str) -> tuple[Path | None, bool]:
@@ -257,23 +273,30 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
             LOG.info("chunk store unchanged (every chunked file unchanged); keeping %s", previous.name)
             apply_views(connection, catalog)
             return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
+        write = plan_write(previous, parameters, reuse)
+        if write.incremental:
+            for part in store_schema.chunk_parts(previous):
+                # A version never changes a file it published, so its parts can be shared.
+                os.link(part, staging.path / part.name)
         schema = store_schema.chunk_schema(embedder.dimension)
         connection.register("chunk_store_schema", schema.empty_table())
         try:
             connection.execute("CREATE OR REPLACE TEMP TABLE chunk_rows AS SELECT * FROM chunk_store_schema")
         finally:
             connection.unregister("chunk_store_schema")
-        # The staged view may read the staging script's parameters, so they are set again.
-        # It embeds, so run_script gives the embedder the cores (the thread rule).
+        # The staged views may read the staging script's parameters, so they are set again.
         run_script(connection, SQL_DIR / "write_chunk_store.sql", {
             **parameters,
             "staging_dir": staging_dir,
+            "incremental": write.incremental,
+            "part_file": write.part_file,
             "chunk_columns": list(schema.names),
             "arrow_schema": store_schema.arrow_schema_metadata(embedder.dimension),
         })
+        LOG.info("chunk store: %s", write.reason)
         run_script(connection, SQL_DIR / "derive_store_metadata.sql",
                    {"staging_dir": staging_dir, "embedder": embedder.name, "embedder_sha256": embedder.sha256,
-                    "chunker": chunker})
+                    "chunker": chunker, "dimension": embedder.dimension})
         manifest = read_store_manifest(staging.path)
         if (previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]
                 and same_file_state_columns(previous, staging.path)):
@@ -285,7 +308,44 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
     versions.gc(keep=STORE_VERSIONS_KEPT)
     apply_views(connection, catalog)
     store = versions.path(version)
-    return IngestResult(store, read_store_manifest(store), file_report, unchanged=False, reuse=reuse)
+    return IngestResult(store, read_store_manifest(store), file_report, unchanged=False, reuse=reuse,
+                        write=write.reason)
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreWrite:
+    """How a store version is written: one part (full), or a part added to the previous version's."""
+
+    incremental: bool
+    part_file: str
+    reason: str
+
+
+def plan_write(previous: Path | None, parameters: dict[str, Any], reuse: dict[str, int]) -> StoreWrite:
+    """Incremental when an ingest reuses the previous store's files and the result stays compact.
+
+    The previous version's parts are shared (hard links) and only the new chunks are written,
+    unless that would leave more than :data:`STORE_MAX_PARTS` parts or hidden rows above
+    :data:`STORE_MAX_DELETED_FRACTION` of the rows read, or a known chunk moved lines (its stored
+    row cannot stand); then every chunk is written again as one part (a compaction).
+    """
+    full = store_schema.BASE_PART
+    if previous is None or not reuse or not parameters.get("reuse_files"):
+        return StoreWrite(False, full, "full write (no previous store with this embedder and chunker)")
+    parts = store_schema.chunk_parts(previous)
+    live = int(read_store_manifest(previous).get("chunk_count", 0)) - reuse["chunks_deleted"] + reuse["chunks_added"]
+    hidden = len(store_schema.deleted_ids(previous)) + reuse["chunks_deleted"]
+    if reuse["chunks_moved"]:
+        return StoreWrite(False, full, f"full write: {reuse['chunks_moved']} unchanged chunks moved lines")
+    if len(parts) + 1 > STORE_MAX_PARTS:
+        return StoreWrite(False, full, f"full write (compaction): {len(parts)} parts, at most {STORE_MAX_PARTS}")
+    if hidden > STORE_MAX_DELETED_FRACTION * (live + hidden):
+        return StoreWrite(False, full, f"full write (compaction): {hidden} hidden rows beside {live} chunks "
+                                       f"(at most {STORE_MAX_DELETED_FRACTION:.0%} of the rows read)")
+    numbers = [int(match.group(1)) for part in parts if (match := PART_NUMBER.fullmatch(part.name))]
+    part_file = f"chunks-{max(numbers, default=0) + 1:04d}.parquet"
+    return StoreWrite(True, part_file, f"incremental write: {reuse['chunks_added']} chunks added as {part_file} "
+                                       f"beside {len(parts)} shared parts, {reuse['chunks_deleted']} hidden")
 
 
 def same_file_state_columns(previous: Path, staged: Path) -> bool:
@@ -309,7 +369,8 @@ def read_report(report: Any) -> tuple[list[tuple[str, int]], dict[str, int]]:
     rows = report.fetchall()
     columns = list(report.columns)
     file_report = [(str(row[0]), int(row[1])) for row in rows]
-    counted = ("chunks_from_unchanged_files", "embeddings_reused", "chunks_embedded")
+    counted = ("chunks_from_unchanged_files", "embeddings_reused", "chunks_embedded", "chunks_added",
+               "chunks_deleted", "chunks_moved")
     if "files_reused" not in columns:
         return file_report, {}
     reuse = {name: sum(int(row[columns.index(name)]) for row in rows) for name in ("files_reused", "files_unread")}

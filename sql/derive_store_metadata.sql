@@ -1,6 +1,7 @@
 /* Chunk store metadata derived from a staged store: modules.jsonl and store.json.
 
-   Parameters: staging_dir (holding chunks.parquet and files.parquet), embedder (a label of
+   Parameters: staging_dir (holding the chunk parts, deleted_ids.parquet and files.parquet),
+   dimension (the embeddings' length), embedder (a label of
    what produced the embeddings; it names the model and, for static models, its hash) and
    embedder_sha256 (the model bytes' SHA-256; NULL for imported vectors) and chunker (what cut
    the chunks, codeintel/store.py chunker_signature; NULL for imports: an ingest reuses an
@@ -23,10 +24,11 @@ COPY (
         FROM read_parquet(getvariable('staging_dir') || 'files.parquet') AS f
         WHERE regexp_matches(f.uri, '(^|/)__init__\.py$')
     ),
+    -- files.parquet counts each file's chunks and lines (the ingest and import scripts).
     metrics AS (
-        SELECT c.uri, count(*) AS chunk_count, max(c.end_line) AS line_count
-        FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS c
-        GROUP BY c.uri
+        SELECT f.uri, f.chunk_count, f.line_count
+        FROM read_parquet(getvariable('staging_dir') || 'files.parquet') AS f
+        WHERE f.chunk_count > 0
     )
     SELECT
         CASE
@@ -51,16 +53,26 @@ COPY (
     ORDER BY prefix
 ) TO (getvariable('staging_dir') || 'modules.jsonl') (FORMAT json);
 
--- The fingerprint covers what an index depends on: ids, contents and the embedder.
+-- The fingerprint covers what an index depends on: ids, contents and the embedder.  The ids our
+-- chunker gives are already hashes of uri, byte range and content (udfs/chunking.py chunk_id),
+-- so an ingested store is fingerprinted by its ids alone (no content is read: this runs on every
+-- incremental ingest); an imported store's ids are the user's, so its contents count too.
 COPY (
+    WITH live AS (
+        SELECT s.*
+        FROM read_parquet(getvariable('staging_dir') || 'chunks*.parquet') AS s
+        ANTI JOIN read_parquet(getvariable('staging_dir') || 'deleted_ids.parquet') AS d ON d.id = s.id
+    )
     SELECT
-        md5(getvariable('embedder') || '|' || string_agg(s.id::VARCHAR || ':' || md5(s.content), ',' ORDER BY s.id))
-            AS fingerprint,
+        md5(getvariable('embedder') || '|' || string_agg(
+            CASE WHEN getvariable('chunker') IS NULL THEN s.id::VARCHAR || ':' || md5(s.content)
+                 ELSE s.id::VARCHAR END,
+            ',' ORDER BY s.id)) AS fingerprint,
         count(*)::BIGINT AS chunk_count,
-        max(len(s.embedding))::INTEGER AS dimension,
+        getvariable('dimension')::INTEGER AS dimension,
         getvariable('embedder')::VARCHAR AS embedder,
         getvariable('embedder_sha256')::VARCHAR AS embedder_sha256,
         getvariable('chunker')::VARCHAR AS chunker,
         strftime(now() AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ') AS created_at
-    FROM read_parquet(getvariable('staging_dir') || 'chunks.parquet') AS s
+    FROM live AS s
 ) TO (getvariable('staging_dir') || 'store.json') (FORMAT json);

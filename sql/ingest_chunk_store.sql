@@ -22,11 +22,13 @@
    other candidate is read and hashed, and an unchanged hash also reuses the previous chunks.
    A chunk of a changed file whose id (and symbols) the previous store holds reuses its
    embedding: the id is a hash of uri, byte range and content, so only new ids are embedded.
-   Leaves the temp view staged_chunks for write_chunk_store.sql; the caller publishes the
+   Leaves for write_chunk_store.sql the temp view staged_chunks (every chunk: a full write) and
+   staged_new_chunks and staged_deleted_ids (the chunks the previous store lacks, and the ids it
+   holds that are gone: an incremental write); the caller picks the write and publishes the
    staging directory only when that and derive_store_metadata.sql have completed.
    Returns the number of files per status, how many of them were reused unread or by hash, and
    (the same on every row) the chunks taken from unchanged files, the embeddings reused by id,
-   the chunks embedded, and whether the chunks are the previous store's (store_unchanged). */
+   the chunks embedded, what an incremental write would add, hide and find moved, and whether the chunks are the previous store's (store_unchanged). */
 
 SELECT CASE WHEN count(*) = 0 THEN error(
            'ingest: no files under ' || getvariable('repo_root')
@@ -199,29 +201,37 @@ SELECT
 FROM ingest_texts AS t
 WHERE t.status = 'chunked' AND NOT t.reused;
 
--- Unchanged files' chunks, embeddings included, as the previous store holds them.  A view:
--- write_chunk_store.sql reads them once, the statements here read only the id, uri and
--- end_line columns.  It reads this script's variables, which write_chunk_store.sql sets again.
-CREATE OR REPLACE TEMP VIEW ingest_reused_chunks AS
-SELECT c.* REPLACE (c.embedding::FLOAT[] AS embedding)
-FROM query(CASE WHEN coalesce(getvariable('reuse_files'), false) THEN
-    'SELECT * FROM read_parquet(getvariable(''previous_store'') || ''chunks.parquet'')'
+-- The previous store's chunks: every part but the deleted ids (udfs/store_schema.py), read
+-- lazily: the statements here read its id, uri, symbols and line columns, and only a full write
+-- (write_chunk_store.sql) reads its embeddings and contents.
+CREATE OR REPLACE TEMP VIEW ingest_previous_chunks AS
+SELECT p.*
+FROM query(CASE WHEN getvariable('previous_store') IS NOT NULL THEN
+    'SELECT s.* REPLACE (s.embedding::FLOAT[] AS embedding)
+     FROM read_parquet(getvariable(''previous_store'') || ''chunks*.parquet'') AS s
+     ANTI JOIN read_parquet(getvariable(''previous_store'') || ''deleted_ids.parquet'') AS d ON d.id = s.id'
 ELSE
     'SELECT *, NULL::FLOAT[] AS embedding FROM ingest_chunks WHERE false'
-END) AS c
-WHERE c.uri IN (SELECT uri FROM ingest_files WHERE reused AND status = 'chunked');
+END) AS p;
 
--- Changed files' chunks the previous store already embedded (same id, so same uri, place and
--- content; same symbols, which embed_chunk also reads): their embedding is reused bit for bit.
-CREATE OR REPLACE TEMP TABLE ingest_previous_embeddings AS
-SELECT p.id, p.embedding::FLOAT[] AS embedding
-FROM query(CASE WHEN getvariable('previous_store') IS NOT NULL THEN
-    'SELECT id, symbols, embedding FROM read_parquet(getvariable(''previous_store'') || ''chunks.parquet'')'
-ELSE
-    'SELECT NULL::BIGINT AS id, NULL::VARCHAR[] AS symbols, NULL::FLOAT[] AS embedding WHERE false'
-END) AS p
-JOIN ingest_chunks AS c ON c.id = p.id AND c.symbols IS NOT DISTINCT FROM p.symbols
-WHERE p.embedding IS NOT NULL;
+-- Unchanged files' chunks, embeddings included, as the previous store holds them.
+CREATE OR REPLACE TEMP VIEW ingest_reused_chunks AS
+SELECT p.*
+FROM ingest_previous_chunks AS p
+WHERE coalesce(getvariable('reuse_files'), false)
+  AND p.uri IN (SELECT uri FROM ingest_files WHERE reused AND status = 'chunked');
+
+-- Changed files' chunks the previous store already holds (same id, so same uri, byte range and
+-- content; same symbols, which embed_chunk also reads): their embedding is reused bit for bit,
+-- and when their lines are the same too (an edit before them can keep the bytes but move the
+-- lines) the stored row stands as it is.
+CREATE OR REPLACE TEMP TABLE ingest_known_chunks AS
+SELECT
+    c.id,
+    c.start_line = p.start_line AND c.end_line = p.end_line
+        AND c.kind IS NOT DISTINCT FROM p.kind AND c.language IS NOT DISTINCT FROM p.language AS same_row
+FROM ingest_previous_chunks AS p
+JOIN ingest_chunks AS c ON c.id = p.id AND c.symbols IS NOT DISTINCT FROM p.symbols;
 
 SELECT error('ingest: chunk id ' || id || ' is shared by ' || string_agg(uri, ', ')
              || '; report this collision, it breaks id stability')
@@ -235,15 +245,12 @@ LIMIT 1;
 -- compressing the store in write_chunk_store.sql get every thread.  embed_chunk also counts
 -- the names a chunk defines (static models), which questions about code most often ask for.
 CREATE OR REPLACE TEMP TABLE ingest_embeddings AS
-SELECT e.id, e.embedding
-FROM ingest_previous_embeddings AS e
-UNION ALL
 SELECT c.id, embed_chunk(c.content, c.symbols)::FLOAT[] AS embedding
 FROM ingest_chunks AS c
-ANTI JOIN ingest_previous_embeddings AS e ON e.id = c.id;
+ANTI JOIN ingest_known_chunks AS k ON k.id = c.id;
 
--- write_chunk_store.sql writes this view to Parquet: unchanged files' chunks as stored, the
--- others with their reused or new embedding.
+-- A full write (write_chunk_store.sql) writes this view as one part: unchanged files' chunks
+-- as stored, the others with their reused or new embedding.
 CREATE OR REPLACE TEMP VIEW staged_chunks AS
 SELECT
     r.id, r.uri, r.start_byte, r.end_byte, r.start_line, r.end_line, r.language, r.kind, r.symbols,
@@ -252,9 +259,31 @@ FROM ingest_reused_chunks AS r
 UNION ALL
 SELECT
     c.id, c.uri, c.start_byte, c.end_byte, c.start_line, c.end_line, c.language, c.kind, c.symbols,
+    c.content, coalesce(e.embedding, p.embedding) AS embedding
+FROM ingest_chunks AS c
+LEFT JOIN ingest_embeddings AS e ON e.id = c.id
+LEFT JOIN (SELECT p.id, p.embedding
+           FROM ingest_previous_chunks AS p
+           SEMI JOIN ingest_known_chunks AS k ON k.id = p.id) AS p ON p.id = c.id;
+
+-- An incremental write adds these rows as a new part beside the previous store's parts: the
+-- changed files' chunks the previous store does not hold.
+CREATE OR REPLACE TEMP VIEW staged_new_chunks AS
+SELECT
+    c.id, c.uri, c.start_byte, c.end_byte, c.start_line, c.end_line, c.language, c.kind, c.symbols,
     c.content, e.embedding
 FROM ingest_chunks AS c
-JOIN ingest_embeddings AS e ON e.id = c.id;
+JOIN ingest_embeddings AS e ON e.id = c.id
+ANTI JOIN ingest_known_chunks AS k ON k.id = c.id;
+
+-- ... and hides these: the previous chunks of every file not reused (changed, deleted, or no
+-- longer chunked) that the changed files do not hold any more.
+CREATE OR REPLACE TEMP TABLE staged_deleted_ids AS
+SELECT p.id
+FROM ingest_previous_chunks AS p
+WHERE p.uri NOT IN (SELECT uri FROM ingest_files WHERE reused AND status = 'chunked'
+                    AND coalesce(getvariable('reuse_files'), false))
+  AND p.id NOT IN (SELECT id FROM ingest_known_chunks);
 
 -- The file state columns come last: views/files.sql reads the first six by name.
 COPY (
@@ -285,8 +314,13 @@ SELECT
     count(*) FILTER (WHERE reused) AS files_reused,
     count(*) FILTER (WHERE reused AND NOT was_read) AS files_unread,
     (SELECT count(*) FROM ingest_reused_chunks) AS chunks_from_unchanged_files,
-    (SELECT count(*) FROM ingest_previous_embeddings) AS embeddings_reused,
-    (SELECT count(*) FROM ingest_embeddings) - (SELECT count(*) FROM ingest_previous_embeddings) AS chunks_embedded,
+    (SELECT count(*) FROM ingest_known_chunks) AS embeddings_reused,
+    (SELECT count(*) FROM ingest_embeddings) AS chunks_embedded,
+    -- What an incremental write would add and hide; a known chunk whose lines moved (not
+    -- same_row) cannot stand as stored, and makes the write a full one.
+    (SELECT count(*) FROM staged_new_chunks) AS chunks_added,
+    (SELECT count(*) FROM staged_deleted_ids) AS chunks_deleted,
+    (SELECT count(*) FROM ingest_known_chunks WHERE NOT same_row) AS chunks_moved,
     -- Every chunked file is an unchanged one, and as many as before: the previous store's chunks,
     -- so its fingerprint; the caller keeps it without writing a version.
     (SELECT coalesce(getvariable('reuse_files'), false)

@@ -21,7 +21,7 @@ import pytest
 import bootstrap
 from codeintel import errors, layout, sqlfiles, store
 from tests.eval_support import write_pool
-from udfs import faiss_build
+from udfs import faiss_build, store_schema
 from udfs.settings import SettingError, Settings
 
 
@@ -175,7 +175,8 @@ def test_repository_path_with_glob_characters_is_ingested(tmp_path: Path) -> Non
     (tmp_path / "repzx" / "pkg" / "other.py").write_text("def other():\n    return 0\n")
     result = bootstrap.ingest(repo, tmp_path / "catalog", include=["pkg/**"])
     assert result.manifest["chunk_count"] == 1
-    uris = duckdb.sql(f"SELECT DISTINCT uri FROM read_parquet('{result.store / 'chunks.parquet'}')").fetchall()
+    parts = result.store / store_schema.CHUNK_PARTS_GLOB
+    uris = duckdb.sql(f"SELECT DISTINCT uri FROM read_parquet('{parts}')").fetchall()
     assert uris == [("pkg/mod.py",)]
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import duckdb
 import faiss
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,7 @@ from codeintel import layout, store
 from tests.conftest import synthetic_chunks
 from tests.test_ingest import SAMPLE_FILES, make_repo
 from tests.test_lifecycle_safety import children, kill_hard, start_child  # noqa: F401  (fixture)
-from udfs import faiss_build, faiss_versions
+from udfs import faiss_build, faiss_versions, store_schema
 from udfs import versioned_dir as staging_dirs
 
 #: An hour ago: older than any listing by far more than the 2 s mtime-resolution margin.
@@ -49,7 +50,9 @@ def settle(repo: Path) -> None:
 
 
 def chunk_table(catalog: Path) -> pa.Table:
-    return pq.read_table(catalog / "store" / "CURRENT" / "chunks.parquet")
+    """The store's chunks as the chunks view has them (every part but the deleted ids), in file order."""
+    table = store_schema.read_live_chunks(catalog / "store" / "CURRENT", store_schema.column_names())
+    return table.sort_by([("uri", "ascending"), ("start_byte", "ascending")])
 
 
 def assert_same_store(catalog: Path, oracle: Path) -> None:
@@ -166,6 +169,98 @@ def test_another_embedder_reuses_nothing(repo: Path, tmp_path: Path, caplog: pyt
     assert "embeds every chunk again" in caplog.text
     imported = store.StoreEmbedder("imported:x.parquet", None, 256)
     assert store.reusable_store(first.store, imported, chunker) == (None, False)
+
+
+# --------------------------------------------------------------------------- store parts
+
+
+def store_ids_through_view(catalog: Path) -> list[int]:
+    """The chunk ids a stock DuckDB client reads from the persisted chunks view."""
+    with duckdb.connect(str(catalog / "catalog.duckdb"), read_only=True) as connection:
+        return [row[0] for row in connection.execute("SELECT id FROM chunks ORDER BY id").fetchall()]
+
+
+def test_a_small_change_writes_one_new_part_and_shares_the_rest(repo: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    first = bootstrap.ingest(repo, catalog)
+    old_ids = set(chunk_table(catalog)["id"].to_pylist())
+    (repo / "lib/mod_0.py").write_text(MORE_FILES["lib/mod_0.py"].replace("value * 3\n", "value * 3 + 1\n"))
+    second = bootstrap.ingest(repo, catalog)
+    assert second.write.startswith("incremental write")
+
+    parts = store_schema.chunk_parts(second.store)
+    assert [part.name for part in parts] == ["chunks-0001.parquet", "chunks.parquet"]
+    # The parent's part is the same file (a hard link), not a copy; only the new chunk was written.
+    assert parts[1].stat().st_ino == (first.store / "chunks.parquet").stat().st_ino
+    added = pq.read_table(parts[0])
+    new_ids = set(chunk_table(catalog)["id"].to_pylist())
+    assert set(added["id"].to_pylist()) == new_ids - old_ids and added.num_rows == 1
+    assert set(store_schema.deleted_ids(second.store).to_pylist()) == old_ids - new_ids
+    assert second.manifest["chunk_count"] == len(new_ids)
+
+    fresh = bootstrap.ingest(repo, tmp_path / "fresh")  # oracle: one part, written from scratch
+    assert [part.name for part in store_schema.chunk_parts(fresh.store)] == ["chunks.parquet"]
+    assert_same_store(catalog, tmp_path / "fresh")
+    assert second.manifest["fingerprint"] == fresh.manifest["fingerprint"]
+    assert store_ids_through_view(catalog) == store_ids_through_view(tmp_path / "fresh") == sorted(new_ids)
+
+
+def test_parts_and_hidden_rows_are_compacted_into_one_part(repo: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    monkeypatch.setattr(store, "STORE_MAX_PARTS", 2)
+    edits = [("value * 3\n", "value * 3 + 1\n"), ("value * 4\n", "value * 4 + 1\n")]
+    text = MORE_FILES["lib/mod_0.py"]
+    writes = []
+    for old, new in edits:
+        text = text.replace(old, new)
+        (repo / "lib/mod_0.py").write_text(text)
+        writes.append(bootstrap.ingest(repo, catalog).write)
+    assert writes[0].startswith("incremental write") and writes[1].startswith("full write (compaction): 2 parts")
+    compacted = layout.current_store(catalog)
+    assert [part.name for part in store_schema.chunk_parts(compacted)] == ["chunks.parquet"]
+    assert len(store_schema.deleted_ids(compacted)) == 0
+    bootstrap.ingest(repo, tmp_path / "fresh")
+    assert_same_store(catalog, tmp_path / "fresh")
+
+    # Deleting a file hides its rows: past 20% of the rows read, the write compacts too.
+    monkeypatch.setattr(store, "STORE_MAX_PARTS", 16)
+    total = len(chunk_table(catalog))
+    doomed = [uri for uri in MORE_FILES if uri != "lib/mod_0.py"][:3]
+    for uri in doomed:
+        (repo / uri).unlink()
+    result = bootstrap.ingest(repo, catalog)
+    assert result.write.startswith("full write (compaction)") and "hidden rows" in result.write
+    assert result.reuse["chunks_deleted"] > 0.2 * total
+    assert not set(chunk_table(catalog)["uri"].to_pylist()) & set(doomed)
+    assert store_ids_through_view(catalog) == sorted(chunk_table(catalog)["id"].to_pylist())
+
+
+def test_a_known_chunk_whose_lines_moved_is_written_again(tmp_path: Path) -> None:
+    """An edit can keep a later chunk's bytes (so its id) but move its lines: its stored row cannot stand."""
+    body = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(12))
+    repo = make_repo(tmp_path / "repo", {"m.py": "a = 1\nb = 2\n\n\n" + body})
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog, max_chunk_chars=30)
+    (repo / "m.py").write_text("a = 1;b = 2\n\n\n" + body)  # same length, one line fewer
+    result = bootstrap.ingest(repo, catalog, max_chunk_chars=30)
+    assert result.reuse["chunks_moved"] == 11 and result.reuse["chunks_embedded"] == 1
+    assert result.write.startswith("full write: 11 unchanged chunks moved lines")
+    bootstrap.ingest(repo, tmp_path / "fresh", max_chunk_chars=30)
+    assert_same_store(catalog, tmp_path / "fresh")
+
+
+def test_a_store_written_before_parts_is_upgraded_by_the_next_writing_session(repo: Path, tmp_path: Path) -> None:
+    catalog = tmp_path / "catalog"
+    first = bootstrap.ingest(repo, catalog)
+    (first.store / store_schema.DELETED_IDS_FILE).unlink()  # as an older version of this code left it
+    with bootstrap.open_catalog(catalog):
+        pass
+    assert (first.store / store_schema.DELETED_IDS_FILE).is_file()
+    assert store_ids_through_view(catalog) == sorted(chunk_table(catalog)["id"].to_pylist())
+    (repo / "lib/mod_0.py").write_text(MORE_FILES["lib/mod_0.py"].replace("value * 3\n", "value * 3 + 1\n"))
+    assert bootstrap.ingest(repo, catalog).write.startswith("incremental write")
 
 
 # --------------------------------------------------------------------------- index updates

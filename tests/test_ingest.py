@@ -14,6 +14,7 @@ import pytest
 
 import bootstrap
 from codeintel import errors, layout, sqlfiles, store
+from udfs import store_schema
 
 SAMPLE_FILES = {
     "app/__init__.py": "",
@@ -46,7 +47,8 @@ def make_repo(root: Path, files: dict[str, str | bytes]) -> Path:
 
 
 def read_store(catalog: Path) -> dict[str, list]:
-    return pq.read_table(catalog / "store" / "CURRENT" / "chunks.parquet").to_pydict()
+    table = store_schema.read_live_chunks(catalog / "store" / "CURRENT", store_schema.column_names())
+    return table.sort_by([("uri", "ascending"), ("start_byte", "ascending")]).to_pydict()
 
 
 def assert_tiles(repo: Path, store: dict[str, list]) -> None:
@@ -79,7 +81,7 @@ def test_ingest_tiles_every_file_with_unit_vectors(sample_repo: Path, sample_ing
     store = read_store(catalog)
     assert set(store["uri"]) == {"app/config.py", "app/util/strings.py", "web/main.ts", "README.md"}
     assert_tiles(sample_repo, store)
-    table = pq.read_table(catalog / "store" / "CURRENT" / "chunks.parquet")
+    table = store_schema.read_live_chunks(catalog / "store" / "CURRENT", store_schema.column_names())
     # The default embedder: the packaged static code model, 256 wide.
     assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[256]"
     vectors = table["embedding"].combine_chunks().values.to_numpy().reshape(len(table), 256)

@@ -13,7 +13,7 @@ import pytest
 import bootstrap
 from codeintel import errors, sqlfiles, store
 from tests.test_ingest import make_repo
-from udfs import ignore, progress
+from udfs import ignore, progress, store_schema
 from udfs.settings import SettingError
 
 CODE = "def f():\n    return 1\n"
@@ -78,7 +78,7 @@ def test_gitignore_rules_decide_and_files_records_why(ignore_ingest) -> None:
 
 def test_ignored_files_are_not_in_the_store(ignore_ingest) -> None:
     _, catalog, _ = ignore_ingest
-    uris = set(pq.read_table(catalog / "store" / "CURRENT" / "chunks.parquet")["uri"].to_pylist())
+    uris = set(store_schema.read_live_chunks(catalog / "store" / "CURRENT", ["uri"])["uri"].to_pylist())
     assert uris == {"pkg/operations/build/metadata.py", "pkg/operations/build/wheel.py", "pkg/secret_ok.py",
                     "generated/keep.py", "notes/todo.py", "main.py"}
 

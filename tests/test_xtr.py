@@ -18,7 +18,7 @@ import bootstrap
 from codeintel import errors, layout, sqlfiles
 from tests.conftest import EVAL_QUERY_COUNT, copy_catalog
 from tests.eval_support import load_query_set, write_hand_run, write_pool
-from udfs import xtr
+from udfs import store_schema, xtr
 from udfs.embedding import SentenceEmbedder
 from udfs.registry import UdfError
 
@@ -127,7 +127,7 @@ def test_token_vectors_round_trip_through_float16(lens_catalog: Path, embedder: 
     schema = pq.read_schema(path)
     assert schema.field("vector").type == pa.list_(pa.float16(), 384)
     stored = read_token_vectors(path, "chunk_id")
-    chunks = pq.read_table(layout.current_store(lens_catalog) / "chunks.parquet", columns=["id", "content"])
+    chunks = store_schema.read_live_chunks(layout.current_store(lens_catalog), ["id", "content"])
     content = dict(zip(chunks.column("id").to_pylist(), chunks.column("content").to_pylist(), strict=True))
     chunk_ids = sorted(stored)[:8]
     fresh = embedder.embed_tokens([content[chunk_id] for chunk_id in chunk_ids])
@@ -162,7 +162,7 @@ def test_xtr_oracle_is_the_maxsim_top_k_of_the_stored_vectors(lens_catalog: Path
 def test_flat_oracle_is_exact_inner_product_over_the_same_split(lens_catalog: Path) -> None:
     lens = lens_catalog / "xtr"
     split = pq.read_table(lens / xtr.DEV_SPLIT_FILE).column("chunk_id").to_numpy()
-    store = pq.read_table(layout.current_store(lens_catalog) / "chunks.parquet", columns=["id", "embedding"])
+    store = store_schema.read_live_chunks(layout.current_store(lens_catalog), ["id", "embedding"])
     position = {chunk_id: row for row, chunk_id in enumerate(store.column("id").to_pylist())}
     vectors = np.asarray(store.column("embedding").to_pylist(), dtype=np.float32)[[position[i] for i in split]]
     queries = pq.read_table(lens_catalog / "eval" / "queries.parquet")

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from udfs import faiss_auto, progress
+from udfs import faiss_auto, progress, store_schema
 from udfs.context import CatalogContext
 from udfs.faiss_params import apply_string
 from udfs.faiss_tuning import NO_PROFILE, write_profile
@@ -354,13 +354,14 @@ def _store_dir(catalog_dir: Path) -> Path:
 def read_store(catalog_dir: Path) -> StoreSnapshot:
     """Ids and embeddings of the published store, read column-wise with pyarrow (no per-row Python)."""
     store = _store_dir(catalog_dir)
-    chunks_path = store / "chunks.parquet"
-    if not chunks_path.is_file():
+    chunks_path = store / store_schema.CHUNK_PARTS_GLOB
+    try:
+        table = store_schema.read_live_chunks(store, ["id", "embedding"])
+    except FileNotFoundError:
         raise UdfError(
-            f"faiss_build: no chunk store at {store} (missing chunks.parquet); build the chunk store first"
-        )
+            f"faiss_build: no chunk store at {store} (no {store_schema.CHUNK_PARTS_GLOB}); build the chunk store first"
+        ) from None
     info = json.loads((store / "store.json").read_text())
-    table = pq.read_table(chunks_path, columns=["id", "embedding"])
     embedding = table.column("embedding").combine_chunks()
     if not pa.types.is_fixed_size_list(embedding.type):
         raise UdfError(

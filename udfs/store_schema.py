@@ -1,17 +1,31 @@
-"""The chunk store's columns, defined once.
+"""The chunk store's columns and files, defined once.
 
-``chunks.parquet`` is written with :func:`chunk_schema` (the ingest and import scripts insert
-into a table made from it, so DuckDB casts or refuses by name); the ``chunks`` view reads
-``s.*`` from the file and only restores the embedding's array length, which Parquet does not
-keep; views over ``chunks`` select ``c.*``.  Tests and the synthetic stores of the benchmarks
-build their tables from the same schema, so a new column is added here and nowhere else.
+A store version's chunks are one or more Parquet parts (:data:`CHUNK_PARTS_GLOB`) minus the
+ids listed in :data:`DELETED_IDS_FILE`:
+
+* a full write (first ingest, import, or compaction) writes one part, ``chunks.parquet``, and
+  an empty deleted-ids file;
+* an incremental ingest hard-links its parent's parts, writes the rows with new ids as
+  ``chunks-NNNN.parquet`` and adds the ids its changed and deleted files no longer have to the
+  deleted-ids file, so a one-line change writes a few hundred rows, not the whole store.
+
+Every part is written with :func:`chunk_schema` (the ingest and import scripts insert into a
+table made from it, so DuckDB casts or refuses by name); the ``chunks`` view reads ``s.*`` from
+the parts, drops the deleted ids and only restores the embedding's array length, which Parquet
+does not keep; views over ``chunks`` select ``c.*``; Python readers use :func:`read_live_chunks`.
+Tests and the synthetic stores of the benchmarks build their tables from the same schema, so a
+new column is added here and nowhere else.
 """
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 #: (name, Arrow type) of every column but the embedding, in file order.
 CHUNK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
@@ -28,6 +42,14 @@ CHUNK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 )
 EMBEDDING_COLUMN = "embedding"
 
+#: A full write's single part; an incremental ingest adds ``chunks-NNNN.parquet`` beside it.
+BASE_PART = "chunks.parquet"
+#: Every part of a store version (the glob views/chunks.sql reads, relative to the version).
+CHUNK_PARTS_GLOB = "chunks*.parquet"
+#: One column, ``id``: chunks of the parts that are not in the store any more.
+DELETED_IDS_FILE = "deleted_ids.parquet"
+DELETED_IDS_SCHEMA = pa.schema([("id", pa.int64())])
+
 
 def chunk_schema(dimension: int) -> pa.Schema:
     """The Arrow schema of ``chunks.parquet``; ``embedding`` is FixedSizeList(float32, dimension)."""
@@ -41,3 +63,41 @@ def column_names() -> tuple[str, ...]:
 def arrow_schema_metadata(dimension: int) -> str:
     """The ``ARROW:schema`` footer value DuckDB's COPY writes, so Arrow readers see FixedSizeList."""
     return base64.b64encode(chunk_schema(dimension).serialize().to_pybytes()).decode("ascii")
+
+
+def chunk_parts(store: Path) -> list[Path]:
+    """The Parquet parts of a store version, in name order (``chunks-NNNN`` sorts before ``chunks``)."""
+    return sorted(Path(store).glob(CHUNK_PARTS_GLOB))
+
+
+def deleted_ids(store: Path) -> pa.Array:
+    """The ids a store version's parts hold but its chunks do not (int64; empty when none)."""
+    path = Path(store) / DELETED_IDS_FILE
+    if not path.is_file():  # a store written before parts existed: one part, nothing deleted
+        return pa.array([], pa.int64())
+    return pq.read_table(path, columns=["id"]).column("id").combine_chunks().cast(pa.int64())
+
+
+def write_deleted_ids(store: Path, ids: pa.Array | pa.ChunkedArray) -> None:
+    """Write the deleted-ids file of a store version, sorted, by an atomic rename."""
+    ids = ids.cast(pa.int64())
+    table = pa.table({"id": pc.take(ids, pc.array_sort_indices(ids))}, schema=DELETED_IDS_SCHEMA)
+    temporary = Path(store) / (DELETED_IDS_FILE + ".tmp")
+    pq.write_table(table, temporary, compression="zstd")
+    temporary.replace(Path(store) / DELETED_IDS_FILE)
+
+
+def read_live_chunks(store: Path, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of a store version's chunks: every part's rows but the deleted ids.
+
+    Raises FileNotFoundError when the version has no part.
+    """
+    parts = chunk_parts(store)
+    if not parts:
+        raise FileNotFoundError(f"{store} has no chunk part ({CHUNK_PARTS_GLOB})")
+    wanted = list(dict.fromkeys(["id", *columns]))
+    table = pa.concat_tables(pq.read_table(part, columns=wanted) for part in parts)
+    gone = deleted_ids(store)
+    if len(gone):
+        table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=gone)))
+    return table.select(list(columns))
