@@ -414,6 +414,34 @@ def test_cli_build_incremental_flags(synthetic_catalog: Path) -> None:
     assert clash.returncode == 2 and "contradicts --option incremental=false" in clash.stderr
 
 
+def test_an_update_over_an_ingested_store_reads_only_the_new_part(repo: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our ingest's ids hash their content, and the same embedder and chunker embed it alike: an update
+    reads the added rows' part, not the store, and its vectors.npy is the parent's plus those rows."""
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    parent = faiss_build.build_index(catalog, "ivf_flat", nlist=4)
+    (repo / "lib/mod_0.py").write_text(MORE_FILES["lib/mod_0.py"].replace("value * 3\n", "value * 3 + 1\n"))
+    ingested = bootstrap.ingest(repo, catalog)
+    assert ingested.write.startswith("incremental write")
+    read = []
+    original = faiss_build.pq.read_table
+    monkeypatch.setattr(faiss_build.pq, "read_table",
+                        lambda path, *a, **k: read.append((Path(path).name, tuple(k.get("columns") or ())))
+                        or original(path, *a, **k))
+    manifest = faiss_build.build_index(catalog, "ivf_flat", nlist=4)
+    assert manifest["incremental"] is True and manifest["parent"] == parent["version"]
+    assert manifest["drift"]["added"] == manifest["drift"]["removed"] == 1
+    assert [name for name, columns in read if "embedding" in columns] == ["chunks-0001.parquet"]
+    monkeypatch.undo()
+    store_rows = chunk_table(catalog).sort_by("id")  # the oracle: every live row, read whole
+    expected = np.stack(store_rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    snapshot = faiss_build.read_store(catalog)
+    assert np.array_equal(snapshot.ids, store_rows["id"].to_numpy())
+    assert snapshot.vectors.tobytes() == expected.tobytes()
+    audit_version(catalog, snapshot)
+
+
 def test_a_killed_update_leaves_current_on_the_old_version(
         synthetic_catalog: Path, synthetic_table: pa.Table, tmp_path: Path,
         children: list[subprocess.Popen[str]]) -> None:  # noqa: F811
@@ -422,7 +450,7 @@ def test_a_killed_update_leaves_current_on_the_old_version(
     child, line = start_child(f"""
         import json, time
         from udfs import faiss_build
-        def hang(staging, index, store, manifest):  # the update reached the point where it writes its files
+        def hang(staging, index, store, vectors, manifest):  # the update reached the point where it writes its files
             (staging / "index.faiss").write_bytes(b"x" * 4096)
             print(json.dumps([str(staging), manifest["incremental"]]), flush=True)
             time.sleep(600)

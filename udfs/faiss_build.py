@@ -336,15 +336,60 @@ def plan_index(
 # --------------------------------------------------------------------------- store
 
 
-@dataclasses.dataclass(frozen=True)
 class StoreSnapshot:
-    """The embeddings of ``store/CURRENT``, sorted by chunk id."""
+    """The ids of ``store/CURRENT`` sorted ascending, and their embeddings (``vectors``, row i for ids[i]).
 
-    version: str
-    fingerprint: str
-    ids: np.ndarray  # int64, ascending
-    vectors: np.ndarray  # float32 (n, d); row i belongs to ids[i]
-    skipped_null_embeddings: int
+    An ingested store's embeddings are read when first needed, and an update reads only the
+    rows it adds (:meth:`vectors_of`), part by part: an incremental ingest adds a small part, so
+    an index update after it reads a few hundred vectors, not the store.
+    """
+
+    def __init__(self, version: str, fingerprint: str, ids: np.ndarray, vectors: np.ndarray | None,
+                 skipped_null_embeddings: int, *, dimension: int | None = None, source: dict[str, Any] | None = None,
+                 parts: list[tuple[Path, np.ndarray]] | None = None, order: np.ndarray | None = None) -> None:
+        self.version = version
+        self.fingerprint = fingerprint
+        self.ids = ids  # int64, ascending
+        self.skipped_null_embeddings = skipped_null_embeddings
+        self.dimension = int(vectors.shape[1]) if vectors is not None else int(dimension or 0)
+        #: What made the store (store.json's embedder, embedder_sha256, chunker): an update may trust
+        #: that a kept id kept its vector only when the parent index's store was made alike.
+        self.source = source or {}
+        self._vectors = vectors
+        # Lazy: each part's path and its live rows (positions in the part), and the permutation that
+        # sorts the concatenated live rows by id.
+        self._parts = parts or []
+        self._order = order
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """float32 (n, d), row i for ids[i]; read on first use."""
+        if self._vectors is None:
+            self._vectors = self.vectors_of(np.arange(len(self.ids)))
+        return self._vectors
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """The vectors of the sorted ``rows`` (positions in ``ids``), reading only the parts that hold them."""
+        if self._vectors is not None:
+            return self._vectors[rows]
+        assert self._order is not None
+        wanted = self._order[rows]  # positions in the concatenation of the parts' live rows
+        out = np.empty((len(rows), self.dimension), dtype=np.float32)
+        offset = 0
+        for path, live in self._parts:
+            inside = (wanted >= offset) & (wanted < offset + len(live))
+            if inside.any():
+                embedding = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
+                flat = embedding.flatten().to_numpy(zero_copy_only=False).reshape(len(embedding), self.dimension)
+                out[inside] = flat[live[wanted[inside] - offset]]
+            offset += len(live)
+        finite = np.isfinite(out).all(axis=1)
+        if not finite.all():
+            raise UdfError(
+                f"faiss_build: {int((~finite).sum())} embeddings of the store contain NaN or infinity "
+                f"(first chunk id {int(self.ids[rows][~finite][0])}); re-embed the store"
+            )
+        return out
 
 
 def _store_dir(catalog_dir: Path) -> Path:
@@ -352,16 +397,39 @@ def _store_dir(catalog_dir: Path) -> Path:
 
 
 def read_store(catalog_dir: Path) -> StoreSnapshot:
-    """Ids and embeddings of the published store, read column-wise with pyarrow (no per-row Python)."""
+    """Ids and embeddings of the published store, read column-wise with pyarrow (no per-row Python).
+
+    A store our ingest wrote (store.json names its chunker: every chunk embedded, none NULL) is
+    read lazily, ids first; an imported one at once, with its NULL embeddings left out.
+    """
     store = _store_dir(catalog_dir)
     chunks_path = store / store_schema.CHUNK_PARTS_GLOB
-    try:
-        table = store_schema.read_live_chunks(store, ["id", "embedding"])
-    except FileNotFoundError:
+    parts = store_schema.chunk_parts(store)
+    if not parts or not (store / "store.json").is_file():
         raise UdfError(
             f"faiss_build: no chunk store at {store} (no {store_schema.CHUNK_PARTS_GLOB}); build the chunk store first"
-        ) from None
+        )
     info = json.loads((store / "store.json").read_text())
+    source = {name: info.get(name) for name in ("embedder", "embedder_sha256", "chunker")}
+    # store.json is written before its directory gets the version name, so the name is the version.
+    version = str(info.get("version") or store.resolve().name)
+    if info.get("chunker") and info.get("dimension"):
+        gone = store_schema.deleted_ids(store).to_numpy()
+        lazy_parts, pieces = [], []
+        for part in parts:
+            part_ids = pq.read_table(part, columns=["id"]).column("id").combine_chunks()
+            if part_ids.null_count:
+                raise UdfError(f"faiss_build: {part} has NULL ids; rebuild the chunk store")
+            part_ids = part_ids.cast(pa.int64()).to_numpy()
+            live = np.flatnonzero(~np.isin(part_ids, gone)) if len(gone) else np.arange(len(part_ids))
+            lazy_parts.append((part, live))
+            pieces.append(part_ids[live])
+        ids = np.concatenate(pieces)
+        order = np.argsort(ids, kind="stable")
+        ids = _checked_ids(ids[order], chunks_path)
+        return StoreSnapshot(version, str(info["fingerprint"]), ids, None, 0, dimension=int(info["dimension"]),
+                             source=source, parts=lazy_parts, order=order)
+    table = store_schema.read_live_chunks(store, ["id", "embedding"])
     embedding = table.column("embedding").combine_chunks()
     if not pa.types.is_fixed_size_list(embedding.type):
         raise UdfError(
@@ -385,28 +453,27 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
     vectors = (
         embedding.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(len(ids), dimension)
     )
-    if len(ids) == 0:
-        raise UdfError(f"faiss_build: the store {chunks_path} has no embedded chunks; nothing to index")
-    if (ids <= 0).any():
-        raise UdfError(f"faiss_build: {chunks_path} has non-positive ids; chunk ids must be positive")
     order = np.argsort(ids, kind="stable")
-    ids, vectors = ids[order], vectors[order]
-    if (ids[1:] == ids[:-1]).any():
-        raise UdfError(f"faiss_build: {chunks_path} has duplicate ids; chunk ids must be unique")
+    ids, vectors = _checked_ids(ids[order], chunks_path), vectors[order]
     finite = np.isfinite(vectors).all(axis=1)
     if not finite.all():
         raise UdfError(
             f"faiss_build: {int((~finite).sum())} embeddings in {chunks_path} contain NaN or infinity "
             f"(first chunk id {int(ids[~finite][0])}); re-embed the store"
         )
-    return StoreSnapshot(
-        # store.json is written before its directory gets the version name, so the name is the version.
-        version=str(info.get("version") or store.resolve().name),
-        fingerprint=str(info["fingerprint"]),
-        ids=ids,
-        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-        skipped_null_embeddings=int(skipped),
-    )
+    return StoreSnapshot(version, str(info["fingerprint"]), ids, np.ascontiguousarray(vectors, dtype=np.float32),
+                         int(skipped), source=source)
+
+
+def _checked_ids(ids: np.ndarray, chunks_path: Path) -> np.ndarray:
+    """Sorted ids, refused when empty, non-positive or duplicated."""
+    if len(ids) == 0:
+        raise UdfError(f"faiss_build: the store {chunks_path} has no embedded chunks; nothing to index")
+    if ids[0] <= 0:
+        raise UdfError(f"faiss_build: {chunks_path} has non-positive ids; chunk ids must be positive")
+    if (ids[1:] == ids[:-1]).any():
+        raise UdfError(f"faiss_build: {chunks_path} has duplicate ids; chunk ids must be unique")
+    return ids
 
 
 # --------------------------------------------------------------------------- train and write
@@ -473,6 +540,7 @@ class UpdatePlan:
     plan: IndexPlan | None = None  # an update's plan: the parent's structure, today's search parameters
     added: np.ndarray | None = None  # bool mask over store.ids: the ids the parent lacks
     removed_rows: np.ndarray | None = None  # the parent's faiss rows whose id the store no longer holds
+    kept_parent_rows: np.ndarray | None = None  # for each store id the parent holds (~added), its parent row
 
 
 def _parent_ids(directory: Path) -> np.ndarray:
@@ -513,7 +581,7 @@ def plan_update(
         parent_vectors = np.load(directory / VECTORS_FILE, mmap_mode="r")
     except (OSError, ValueError, KeyError, pa.ArrowException) as error:
         return full(f"the CURRENT version {parent} cannot be read for an update ({error})")
-    dimension = int(store.vectors.shape[1])
+    dimension = store.dimension
     if manifest.get("family") != full_plan.family:
         return full(f"the family changes from {manifest.get('family')} (CURRENT) to {full_plan.family}")
     if manifest.get("metric") != full_plan.metric or manifest.get("dimension") != dimension:
@@ -555,13 +623,20 @@ def plan_update(
     if len(parent_ids) == 0 or (parent_ids[1:] <= parent_ids[:-1]).any():
         return full(f"the CURRENT version {parent} has no ids, or its ids are not in ascending row order")
     # Both id lists are sorted (rows in id order), so membership is a binary search, no sort.
-    at = np.minimum(np.searchsorted(parent_ids, store.ids), len(parent_ids) - 1)
-    in_parent = parent_ids[at] == store.ids
+    parent_at = np.minimum(np.searchsorted(parent_ids, store.ids), len(parent_ids) - 1)
+    in_parent = parent_ids[parent_at] == store.ids
     at = np.minimum(np.searchsorted(store.ids, parent_ids), len(store.ids) - 1)
     in_store = store.ids[at] == parent_ids
     kept_rows, removed_rows = np.flatnonzero(in_store), np.flatnonzero(~in_store)
     added = ~in_parent
-    moved = ~np.all(parent_vectors[kept_rows] == store.vectors[in_parent], axis=1)
+    # Our ingest's ids hash uri, byte range and content, and the same embedder and chunker embed the
+    # same content alike, so a kept id kept its vector when the parent's store was made the same way:
+    # then the store's vectors are not read at all.  Otherwise (an import, another model) they are compared.
+    parent_source = manifest.get("store") or {}
+    same_source = bool(store.source.get("chunker") and store.source.get("embedder_sha256")) and all(
+        parent_source.get(name) == store.source.get(name) for name in ("embedder_sha256", "chunker"))
+    moved = (np.zeros(len(kept_rows), dtype=bool) if same_source else
+             ~np.all(parent_vectors[kept_rows] == store.vectors_of(np.flatnonzero(in_parent)), axis=1))
     if moved.any():
         return full(
             f"{int(moved.sum())} chunks kept their id but have other vectors (the store was embedded again, "
@@ -601,7 +676,7 @@ def plan_update(
     plan = dataclasses.replace(kept, family_reason=full_plan.family_reason,
                                build_parameters={**parameters, **searched},
                                train_size=int(parameters.get("train_size", 0)))
-    return UpdatePlan(parent, True, reason, drift, plan, added, removed_rows)
+    return UpdatePlan(parent, True, reason, drift, plan, added, removed_rows, parent_at[in_parent])
 
 
 def _auto_kept_family(catalog_dir: Path, family: str, options: BuildOptions) -> str | None:
@@ -631,7 +706,19 @@ def _renumber_lists(ivf: faiss.IndexIVF, new_rows: np.ndarray) -> None:
         lists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
 
 
-def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, threads: int) -> faiss.IndexIDMap2:
+def update_vectors(directory: Path, update: UpdatePlan, store: StoreSnapshot) -> tuple[np.ndarray, np.ndarray]:
+    """The added rows' vectors (read from the store's parts that hold them) and the new version's
+    ``vectors.npy`` (every id's vector in id order): the parent's rows of the kept ids and the added ones."""
+    assert update.added is not None and update.kept_parent_rows is not None
+    added = store.vectors_of(np.flatnonzero(update.added))
+    everything = np.empty((len(store.ids), store.dimension), dtype=np.float32)
+    everything[~update.added] = np.load(directory / VECTORS_FILE, mmap_mode="r")[update.kept_parent_rows]
+    everything[update.added] = added
+    return added, everything
+
+
+def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, threads: int,
+                 added_vectors: np.ndarray, all_vectors: np.ndarray) -> faiss.IndexIDMap2:
     """The CURRENT version's index with the removed ids removed and the added ones added, in memory.
 
     ``remove_ids`` and ``add_with_ids`` run on the IDMap2's sub-index with its internal row ids;
@@ -647,7 +734,7 @@ def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, thre
         raise UdfError(f"faiss_build: {directory / INDEX_FILE} is not an IndexIDMap2; rebuild with incremental=false")
     old_ids = faiss.vector_to_array(index.id_map).astype(np.int64, copy=False)
     new_ids = store.ids[update.added]
-    vectors, everything = store.vectors[update.added], store.vectors  # everything: ivf_pq_refine's RFlat
+    vectors, everything = added_vectors, all_vectors  # everything: ivf_pq_refine's RFlat
     if update.plan.metric == "cos":
         vectors, everything = vectors.copy(), everything.copy()
         faiss.normalize_L2(vectors)
@@ -689,7 +776,7 @@ def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, thre
 
 
 def _write_version_files(
-    directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, manifest: dict[str, Any]
+    directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, vectors: np.ndarray, manifest: dict[str, Any]
 ) -> None:
     """Every file of a version; the staging commit fsyncs them before the rename."""
     faiss.write_index(index, str(directory / INDEX_FILE))
@@ -697,7 +784,7 @@ def _write_version_files(
         {"faiss_row": pa.array(np.arange(len(store.ids), dtype=np.int64)), "external_id": pa.array(store.ids)}
     )
     pq.write_table(idmap, directory / IDMAP_FILE)
-    np.save(directory / VECTORS_FILE, store.vectors)
+    np.save(directory / VECTORS_FILE, vectors)
     write_profile(directory / TUNING_FILE, NO_PROFILE)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -725,10 +812,12 @@ def build_index(
     # auto measures candidate families on samples (seconds); an update keeps CURRENT's family, so
     # auto first tries that one, and measures only when the build is a full one after all.
     kept_family = _auto_kept_family(catalog_dir, family, options)
-    plan = plan_index(kept_family or family, len(store.ids), store.vectors.shape[1], options, store.vectors)
+    # auto measures on the vectors; any other family plans from the sizes alone (an update reads few vectors).
+    chosen = kept_family or family
+    plan = plan_index(chosen, len(store.ids), store.dimension, options, store.vectors if chosen == "auto" else None)
     update = plan_update(catalog_dir, store, options, plan)
     if kept_family is not None and not update.update:
-        plan = plan_index(family, len(store.ids), store.vectors.shape[1], options, store.vectors)
+        plan = plan_index(family, len(store.ids), store.dimension, options, store.vectors)
         update = plan_update(catalog_dir, store, options, plan)
     elif kept_family is not None and update.plan is not None:
         update = dataclasses.replace(update, plan=dataclasses.replace(
@@ -739,7 +828,9 @@ def build_index(
         assert update.plan is not None and update.parent is not None
         plan = update.plan
         logger.info("faiss_build: %s (%s), %d vectors: %s", plan.family, plan.factory, len(store.ids), update.reason)
-        index = update_index(index_versions(catalog_dir).path(update.parent), update, store, threads)
+        parent_directory = index_versions(catalog_dir).path(update.parent)
+        added_vectors, version_vectors = update_vectors(parent_directory, update, store)
+        index = update_index(parent_directory, update, store, threads, added_vectors, version_vectors)
         drift = update.drift
     else:
         logger.info(
@@ -751,6 +842,7 @@ def build_index(
             update.reason,
         )
         index = train_and_add(plan, store, threads)
+        version_vectors = store.vectors
         # A full build starts the drift count: later updates keep the quantizers trained here.
         drift = {
             **{key: update.drift[key] for key in ("added", "removed") if key in update.drift},
@@ -766,12 +858,14 @@ def build_index(
         "auto_measurement": plan.auto_measurement,
         "factory": plan.factory,
         "metric": plan.metric,
-        "dimension": int(store.vectors.shape[1]),
+        "dimension": store.dimension,
         "ntotal": int(index.ntotal),
         "store": {
             "version": store.version,
             "fingerprint": store.fingerprint,
             "skipped_null_embeddings": store.skipped_null_embeddings,
+            # What made the store: an update trusts kept ids' vectors only from a store made alike.
+            **{name: store.source.get(name) for name in ("embedder", "embedder_sha256", "chunker")},
         },
         "build_parameters": plan.build_parameters,
         "search_parameters": plan.search_parameters,
@@ -789,7 +883,7 @@ def build_index(
     # stage() first removes the full-size staging directory a build killed earlier (kill -9, OOM) left.
     with versions.stage() as staging:
         with progress.stage(f"faiss_build: writing version {version}"):
-            _write_version_files(staging.path, index, store, manifest)
+            _write_version_files(staging.path, index, store, version_vectors, manifest)
         staging.commit(version)
     if publish:
         try:
