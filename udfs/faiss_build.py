@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -696,29 +697,82 @@ def _auto_kept_family(catalog_dir: Path, family: str, options: BuildOptions) -> 
 def _renumber_lists(ivf: faiss.IndexIVF, new_rows: np.ndarray) -> None:
     """Rewrite the ids every inverted list stores (old internal ids) as their rows in the new id order."""
     lists = ivf.invlists
+    # An in-memory index (read_index) keeps its lists as arrays: their ids are rewritten in place.
+    in_place = isinstance(faiss.downcast_InvertedLists(lists), faiss.ArrayInvertedLists)
     for list_no in range(ivf.nlist):  # per list, not per vector: each list is one vectorised copy
         size = lists.list_size(list_no)
         if size == 0:
             continue
         old = faiss.rev_swig_ptr(lists.get_ids(list_no), size)
+        if in_place:
+            old[:] = new_rows[old]
+            continue
         ids = np.ascontiguousarray(new_rows[old], dtype=np.int64)
         codes = faiss.rev_swig_ptr(lists.get_codes(list_no), size * lists.code_size).copy()
         lists.update_entries(list_no, 0, size, faiss.swig_ptr(ids), faiss.swig_ptr(codes))
 
 
-def update_vectors(directory: Path, update: UpdatePlan, store: StoreSnapshot) -> tuple[np.ndarray, np.ndarray]:
-    """The added rows' vectors (read from the store's parts that hold them) and the new version's
-    ``vectors.npy`` (every id's vector in id order): the parent's rows of the kept ids and the added ones."""
-    assert update.added is not None and update.kept_parent_rows is not None
+def update_vectors(directory: Path, update: UpdatePlan, store: StoreSnapshot) -> tuple[np.ndarray, np.ndarray | None]:
+    """The added rows' vectors, read from the store's parts that hold them, and for ivf_pq_refine (whose
+    RFlat is refilled) every id's vector in id order: the parent's rows of the kept ids and the added ones."""
+    assert update.added is not None and update.kept_parent_rows is not None and update.plan is not None
     added = store.vectors_of(np.flatnonzero(update.added))
+    if update.plan.family != "ivf_pq_refine":
+        return added, None
     everything = np.empty((len(store.ids), store.dimension), dtype=np.float32)
     everything[~update.added] = np.load(directory / VECTORS_FILE, mmap_mode="r")[update.kept_parent_rows]
     everything[update.added] = added
     return added, everything
 
 
+def write_updated_vectors(parent_file: Path, target: Path, update: UpdatePlan, added_vectors: np.ndarray) -> None:
+    """An update's ``vectors.npy``: the parent's rows of the kept ids with the added rows between them, in
+    id order, copied file to file in runs (one copy per stretch between changed ids, in the kernel where
+    ``os.copy_file_range`` works), not gathered into memory and written again."""
+    assert update.added is not None and update.kept_parent_rows is not None
+    parent = np.load(parent_file, mmap_mode="r")
+    rows, dimension = len(update.added), int(parent.shape[1])
+    row_bytes = dimension * np.dtype(np.float32).itemsize
+    kept, kept_from = np.flatnonzero(~update.added), update.kept_parent_rows
+    added = np.flatnonzero(update.added)
+    with open(target, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                                                      "fortran_order": False, "shape": (rows, dimension)})
+        header = handle.tell()
+        handle.truncate(header + rows * row_bytes)
+        handle.flush()
+        with open(parent_file, "rb") as source:
+            for start, end in _runs(kept, kept_from):
+                source_offset = int(parent.offset) + int(kept_from[start]) * row_bytes
+                _copy_range(source.fileno(), handle.fileno(), (end - start) * row_bytes, source_offset,
+                            header + int(kept[start]) * row_bytes)
+        for start, end in _runs(added, np.arange(len(added))):
+            os.pwrite(handle.fileno(), np.ascontiguousarray(added_vectors[start:end], dtype="<f4").tobytes(),
+                      header + int(added[start]) * row_bytes)
+
+
+def _runs(rows: np.ndarray, sources: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) stretches of positions where both ``rows`` and ``sources`` go up by one."""
+    if len(rows) == 0:
+        return []
+    breaks = np.flatnonzero((np.diff(rows) != 1) | (np.diff(sources) != 1)) + 1
+    return list(zip([0, *breaks.tolist()], [*breaks.tolist(), len(rows)], strict=True))
+
+
+def _copy_range(source: int, target: int, count: int, source_offset: int, target_offset: int) -> None:
+    """Copy ``count`` bytes between file offsets: ``os.copy_file_range`` (in the kernel), else read and write."""
+    while count > 0:
+        try:
+            copied = os.copy_file_range(source, target, count, source_offset, target_offset)
+        except (AttributeError, OSError):  # not Linux, or a file system that cannot
+            copied = os.pwrite(target, os.pread(source, min(count, 1 << 24), source_offset), target_offset)
+        if copied <= 0:
+            raise UdfError(f"faiss_build: copying the parent's vectors stopped short ({count} bytes left)")
+        count, source_offset, target_offset = count - copied, source_offset + copied, target_offset + copied
+
+
 def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, threads: int,
-                 added_vectors: np.ndarray, all_vectors: np.ndarray) -> faiss.IndexIDMap2:
+                 added_vectors: np.ndarray, all_vectors: np.ndarray | None) -> faiss.IndexIDMap2:
     """The CURRENT version's index with the removed ids removed and the added ones added, in memory.
 
     ``remove_ids`` and ``add_with_ids`` run on the IDMap2's sub-index with its internal row ids;
@@ -736,9 +790,11 @@ def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, thre
     new_ids = store.ids[update.added]
     vectors, everything = added_vectors, all_vectors  # everything: ivf_pq_refine's RFlat
     if update.plan.metric == "cos":
-        vectors, everything = vectors.copy(), everything.copy()
+        vectors = vectors.copy()
         faiss.normalize_L2(vectors)
-        faiss.normalize_L2(everything)
+        if everything is not None:
+            everything = everything.copy()
+            faiss.normalize_L2(everything)
     # Internal ids: the parent's rows 0..n-1, then n.. for the added vectors.
     temporary = np.arange(len(old_ids), len(old_ids) + len(new_ids), dtype=np.int64)
     new_rows = np.searchsorted(store.ids, np.concatenate([old_ids, new_ids]))
@@ -755,6 +811,7 @@ def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, thre
             # refilled (one copy) rather than compacted and permuted to the same bytes.
             refine = faiss.downcast_index(inner.refine_index)
             refine.reset()
+            assert everything is not None  # update_vectors reads them for this family
             refine.add(everything)
             inner.ntotal = len(store.ids)
         else:
@@ -776,7 +833,8 @@ def update_index(directory: Path, update: UpdatePlan, store: StoreSnapshot, thre
 
 
 def _write_version_files(
-    directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, vectors: np.ndarray, manifest: dict[str, Any]
+    directory: Path, index: faiss.IndexIDMap2, store: StoreSnapshot, write_vectors: Callable[[Path], None],
+    manifest: dict[str, Any],
 ) -> None:
     """Every file of a version; the staging commit fsyncs them before the rename."""
     faiss.write_index(index, str(directory / INDEX_FILE))
@@ -784,7 +842,7 @@ def _write_version_files(
         {"faiss_row": pa.array(np.arange(len(store.ids), dtype=np.int64)), "external_id": pa.array(store.ids)}
     )
     pq.write_table(idmap, directory / IDMAP_FILE)
-    np.save(directory / VECTORS_FILE, vectors)
+    write_vectors(directory / VECTORS_FILE)
     write_profile(directory / TUNING_FILE, NO_PROFILE)
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
 
@@ -829,8 +887,10 @@ def build_index(
         plan = update.plan
         logger.info("faiss_build: %s (%s), %d vectors: %s", plan.family, plan.factory, len(store.ids), update.reason)
         parent_directory = index_versions(catalog_dir).path(update.parent)
-        added_vectors, version_vectors = update_vectors(parent_directory, update, store)
-        index = update_index(parent_directory, update, store, threads, added_vectors, version_vectors)
+        added_vectors, refine_vectors = update_vectors(parent_directory, update, store)
+        index = update_index(parent_directory, update, store, threads, added_vectors, refine_vectors)
+        write_vectors = functools.partial(write_updated_vectors, parent_directory / VECTORS_FILE,
+                                          update=update, added_vectors=added_vectors)
         drift = update.drift
     else:
         logger.info(
@@ -842,7 +902,7 @@ def build_index(
             update.reason,
         )
         index = train_and_add(plan, store, threads)
-        version_vectors = store.vectors
+        write_vectors = functools.partial(np.save, arr=store.vectors)
         # A full build starts the drift count: later updates keep the quantizers trained here.
         drift = {
             **{key: update.drift[key] for key in ("added", "removed") if key in update.drift},
@@ -883,7 +943,7 @@ def build_index(
     # stage() first removes the full-size staging directory a build killed earlier (kill -9, OOM) left.
     with versions.stage() as staging:
         with progress.stage(f"faiss_build: writing version {version}"):
-            _write_version_files(staging.path, index, store, version_vectors, manifest)
+            _write_version_files(staging.path, index, store, write_vectors, manifest)
         staging.commit(version)
     if publish:
         try:
