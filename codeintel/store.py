@@ -44,7 +44,10 @@ DEFAULT_MAX_CHUNK_CHARS = 1200
 #: write compacts the store into one part again, so a read of the chunks view never opens more
 #: than this many files nor reads more than this share of rows that are gone.
 STORE_MAX_PARTS = 16
-STORE_MAX_DELETED_FRACTION = 0.2
+STORE_MAX_DELETED_FRACTION = 0.05
+#: ... counting hidden rows only past this many: the chunks view's anti-join costs by their number
+#: (about 0.2 ms for none, 0.8 ms for 100, 1.5 ms for 5,000; BENCHMARKS.md), not their share.
+STORE_MIN_DELETED_TO_COMPACT = 1000
 PART_NUMBER = re.compile(r"chunks-(\d+)\.parquet")
 
 #: files.parquet columns an incremental ingest compares a file against (sql/ingest_chunk_store.sql).
@@ -326,7 +329,7 @@ def plan_write(previous: Path | None, parameters: dict[str, Any], reuse: dict[st
 
     The previous version's parts are shared (hard links) and only the new chunks are written,
     unless that would leave more than :data:`STORE_MAX_PARTS` parts or hidden rows above
-    :data:`STORE_MAX_DELETED_FRACTION` of the rows read, or a known chunk moved lines (its stored
+    :data:`STORE_MAX_DELETED_FRACTION` of the rows read (and above :data:`STORE_MIN_DELETED_TO_COMPACT`), or a known chunk moved lines (its stored
     row cannot stand); then every chunk is written again as one part (a compaction).
     """
     full = store_schema.BASE_PART
@@ -339,7 +342,7 @@ def plan_write(previous: Path | None, parameters: dict[str, Any], reuse: dict[st
         return StoreWrite(False, full, f"full write: {reuse['chunks_moved']} unchanged chunks moved lines")
     if len(parts) + 1 > STORE_MAX_PARTS:
         return StoreWrite(False, full, f"full write (compaction): {len(parts)} parts, at most {STORE_MAX_PARTS}")
-    if hidden > STORE_MAX_DELETED_FRACTION * (live + hidden):
+    if hidden > max(STORE_MAX_DELETED_FRACTION * (live + hidden), STORE_MIN_DELETED_TO_COMPACT):
         return StoreWrite(False, full, f"full write (compaction): {hidden} hidden rows beside {live} chunks "
                                        f"(at most {STORE_MAX_DELETED_FRACTION:.0%} of the rows read)")
     numbers = [int(match.group(1)) for part in parts if (match := PART_NUMBER.fullmatch(part.name))]
