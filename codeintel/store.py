@@ -329,8 +329,9 @@ def plan_write(previous: Path | None, parameters: dict[str, Any], reuse: dict[st
 
     The previous version's parts are shared (hard links) and only the new chunks are written,
     unless that would leave more than :data:`STORE_MAX_PARTS` parts or hidden rows above
-    :data:`STORE_MAX_DELETED_FRACTION` of the rows read (and :data:`STORE_MIN_DELETED_TO_COMPACT`), or a known chunk moved lines (its stored
-    row cannot stand); then every chunk is written again as one part (a compaction).
+    :data:`STORE_MAX_DELETED_FRACTION` of the rows read (and :data:`STORE_MIN_DELETED_TO_COMPACT`),
+    or a known chunk moved lines (its stored row cannot stand); then every chunk is written again
+    as one part (a compaction).
     """
     full = store_schema.BASE_PART
     if previous is None or not reuse or not parameters.get("reuse_files"):
