@@ -426,14 +426,16 @@ def test_an_update_over_an_ingested_store_reads_only_the_new_part(repo: Path, tm
     ingested = bootstrap.ingest(repo, catalog)
     assert ingested.write.startswith("incremental write")
     read = []
-    original = faiss_build.pq.read_table
-    monkeypatch.setattr(faiss_build.pq, "read_table",
-                        lambda path, *a, **k: read.append((Path(path).name, tuple(k.get("columns") or ())))
-                        or original(path, *a, **k))
+    original = store_schema.read_vectors
+    def spy(parts: list[Path], *args: object, **kwargs: object) -> object:
+        read.extend(Path(part).name for part in parts)
+        return original(parts, *args, **kwargs)
+
+    monkeypatch.setattr(store_schema, "read_vectors", spy)
     manifest = faiss_build.build_index(catalog, "ivf_flat", nlist=4)
     assert manifest["incremental"] is True and manifest["parent"] == parent["version"]
     assert manifest["drift"]["added"] == manifest["drift"]["removed"] == 1
-    assert [name for name, columns in read if "embedding" in columns] == ["chunks-0001.parquet"]
+    assert read == ["chunks-0001.parquet"]  # the embeddings of the new part, and no other
     monkeypatch.undo()
     store_rows = chunk_table(catalog).sort_by("id")  # the oracle: every live row, read whole
     expected = np.stack(store_rows["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)

@@ -348,7 +348,8 @@ class StoreSnapshot:
 
     def __init__(self, version: str, fingerprint: str, ids: np.ndarray, vectors: np.ndarray | None,
                  skipped_null_embeddings: int, *, dimension: int | None = None, source: dict[str, Any] | None = None,
-                 parts: list[tuple[Path, np.ndarray]] | None = None, order: np.ndarray | None = None) -> None:
+                 parts: list[tuple[Path, np.ndarray]] | None = None, order: np.ndarray | None = None,
+                 part_rows: dict[Path, np.ndarray] | None = None) -> None:
         self.version = version
         self.fingerprint = fingerprint
         self.ids = ids  # int64, ascending
@@ -361,6 +362,7 @@ class StoreSnapshot:
         # Lazy: each part's path and its live rows (positions in the part), and the permutation that
         # sorts the concatenated live rows by id.
         self._parts = parts or []
+        self._part_rows = {path: rows for path, rows in (part_rows or {}).items()}
         self._order = order
 
     @property
@@ -381,8 +383,9 @@ class StoreSnapshot:
         for path, live in self._parts:
             inside = (wanted >= offset) & (wanted < offset + len(live))
             if inside.any():
-                embedding = pq.read_table(path, columns=["embedding"]).column("embedding").combine_chunks()
-                flat = embedding.flatten().to_numpy(zero_copy_only=False).reshape(len(embedding), self.dimension)
+                part_ids, flat, nulls = store_schema.read_vectors([path], self.dimension)
+                if nulls or len(part_ids) != len(self._part_rows[path]):
+                    raise UdfError(f"faiss_build: {path} has NULL embeddings; re-ingest the store")
                 out[inside] = flat[live[wanted[inside] - offset]]
             offset += len(live)
         finite = np.isfinite(out).all(axis=1)
@@ -417,12 +420,13 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
     version = str(info.get("version") or store.resolve().name)
     if info.get("chunker") and info.get("dimension"):
         gone = store_schema.deleted_ids(store).to_numpy()
-        lazy_parts, pieces = [], []
+        lazy_parts, pieces, part_rows = [], [], {}
         for part in parts:
             part_ids = pq.read_table(part, columns=["id"]).column("id").combine_chunks()
             if part_ids.null_count:
                 raise UdfError(f"faiss_build: {part} has NULL ids; rebuild the chunk store")
             part_ids = part_ids.cast(pa.int64()).to_numpy()
+            part_rows[part] = part_ids
             live = np.flatnonzero(~np.isin(part_ids, gone)) if len(gone) else np.arange(len(part_ids))
             lazy_parts.append((part, live))
             pieces.append(part_ids[live])
@@ -430,31 +434,25 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
         order = np.argsort(ids, kind="stable")
         ids = _checked_ids(ids[order], chunks_path)
         return StoreSnapshot(version, str(info["fingerprint"]), ids, None, 0, dimension=int(info["dimension"]),
-                             source=source, parts=lazy_parts, order=order)
-    table = store_schema.read_live_chunks(store, ["id", "embedding"])
-    embedding = table.column("embedding").combine_chunks()
-    if not pa.types.is_fixed_size_list(embedding.type):
+                             source=source, parts=lazy_parts, order=order, part_rows=part_rows)
+    dimension = int(info.get("dimension") or pq.read_schema(parts[0]).field("embedding").type.list_size)
+    deleted = store / store_schema.DELETED_IDS_FILE
+    try:
+        ids, vectors, skipped = store_schema.read_vectors(parts, dimension,
+                                                          deleted=deleted if deleted.is_file() else None)
+    except store_schema.NullIdError:
+        raise UdfError(f"faiss_build: {chunks_path} has NULL ids; rebuild the chunk store") from None
+    except duckdb.Error as error:
         raise UdfError(
-            f"faiss_build: {chunks_path} column embedding must be FixedSizeList<float>, "
-            f"found {embedding.type}"
-        )
-    skipped = embedding.null_count
+            f"faiss_build: the embeddings of {chunks_path} are not {dimension} floats each ({error}); re-import "
+            "the store with embedding FixedSizeList(float32)"
+        ) from None
     if skipped:
         logger.warning(
             "faiss_build: %d chunks in %s have a NULL embedding and are left out of the index",
             skipped,
             chunks_path,
         )
-    present = embedding.is_valid()
-    embedding = embedding.filter(present)
-    ids_column = table.column("id").combine_chunks().filter(present)
-    if ids_column.null_count:
-        raise UdfError(f"faiss_build: {chunks_path} has NULL ids; rebuild the chunk store")
-    ids = ids_column.cast(pa.int64()).to_numpy()
-    dimension = embedding.type.list_size
-    vectors = (
-        embedding.flatten().cast(pa.float32()).to_numpy(zero_copy_only=False).reshape(len(ids), dimension)
-    )
     order = np.argsort(ids, kind="stable")
     ids, vectors = _checked_ids(ids[order], chunks_path), vectors[order]
     finite = np.isfinite(vectors).all(axis=1)

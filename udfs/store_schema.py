@@ -23,6 +23,8 @@ import base64
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -101,3 +103,41 @@ def read_live_chunks(store: Path, columns: Sequence[str]) -> pa.Table:
     if len(gone):
         table = table.filter(pc.invert(pc.is_in(table.column("id"), value_set=gone)))
     return table.select(list(columns))
+
+
+def read_vectors(parts: Sequence[Path], dimension: int, *, deleted: Path | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, int]:
+    """(ids, float32 (rows, dimension) vectors, rows with a NULL embedding left out) of ``parts``,
+    in file order, less the ids in the ``deleted`` file when given.
+
+    Read by DuckDB, not pyarrow: Parquet keeps a list's every element with its own repetition
+    level, and pyarrow decodes them on one thread per column chunk (2.6 s for 200k x 384 floats
+    where DuckDB takes 0.7-1.2 s).  Each Arrow batch is copied once into the result.
+    """
+    files = [str(part) for part in parts]
+    connection = duckdb.connect()
+    try:
+        source = "read_parquet($files) AS s"
+        if deleted is not None:
+            source += " ANTI JOIN read_parquet($deleted) AS d ON d.id = s.id"
+        parameters = {"files": files, **({"deleted": str(deleted)} if deleted is not None else {})}
+        nulls = connection.execute(f"SELECT count(*) FILTER (WHERE s.embedding IS NULL) FROM {source}",
+                                   parameters).fetchone()[0]
+        table = connection.execute(
+            f"SELECT s.id::BIGINT AS id, s.embedding::FLOAT[{int(dimension)}] AS embedding FROM {source} "
+            "WHERE s.embedding IS NOT NULL", parameters).to_arrow_table()
+    finally:
+        connection.close()
+    vectors = np.empty((table.num_rows, dimension), dtype=np.float32)
+    start = 0
+    for batch in table.column("embedding").chunks:
+        vectors[start:start + len(batch)] = batch.flatten().to_numpy(zero_copy_only=False).reshape(-1, dimension)
+        start += len(batch)
+    if table.column("id").null_count:
+        raise NullIdError(f"{table.column('id').null_count} rows of {files[0]} ... have a NULL id")
+    ids = table.column("id").to_numpy()
+    return ids, vectors, int(nulls)
+
+
+class NullIdError(ValueError):
+    """A chunk part holds a row without an id."""
