@@ -66,7 +66,10 @@ AUTO_CANDIDATES = ("ivf_flat", "ivf_sq", "hnsw")
 AUTO_GPU_CANDIDATES = ("ivf_flat", "ivf_sq")
 # k-means wants at least this many training points per centroid (faiss warns below 39).
 TRAIN_POINTS_PER_CENTROID = 39
-DEFAULT_TRAIN_SAMPLE = 100_000
+# Training draws max(this, TRAIN_POINTS_PER_CENTROID * nlist) vectors.  Above 39 per centroid more
+# points bought no recall: at 200k x 384 (nlist 1789), 70k training vectors gave recall@10 0.984
+# at nprobe 6 in 3.0 s of training where 100k gave 0.981 in 5.5-9 s (BENCHMARKS.md, issue 15).
+DEFAULT_TRAIN_SAMPLE = 50_000
 # Builds get one OpenMP thread per this many vectors: on small stores thread start-up and
 # spin-waiting cost more than they save (IVF-PQ training on 2000 x 384: 0.2 s with 1 thread,
 # 7 s with 2 on a 2-core machine).
@@ -438,7 +441,7 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
     dimension = int(info.get("dimension") or pq.read_schema(parts[0]).field("embedding").type.list_size)
     deleted = store / store_schema.DELETED_IDS_FILE
     try:
-        ids, vectors, skipped = store_schema.read_vectors(parts, dimension,
+        ids, vectors, skipped = store_schema.read_vectors(parts, dimension, sort_by_id=True,
                                                           deleted=deleted if deleted.is_file() else None)
     except store_schema.NullIdError:
         raise UdfError(f"faiss_build: {chunks_path} has NULL ids; rebuild the chunk store") from None
@@ -453,16 +456,15 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
             skipped,
             chunks_path,
         )
-    order = np.argsort(ids, kind="stable")
-    ids, vectors = _checked_ids(ids[order], chunks_path), vectors[order]
-    finite = np.isfinite(vectors).all(axis=1)
-    if not finite.all():
+    ids = _checked_ids(ids, chunks_path)
+    # One pass over the whole matrix; rows only when something is not finite.
+    if not np.isfinite(vectors.ravel()).all():
+        finite = np.isfinite(vectors).all(axis=1)
         raise UdfError(
             f"faiss_build: {int((~finite).sum())} embeddings in {chunks_path} contain NaN or infinity "
             f"(first chunk id {int(ids[~finite][0])}); re-embed the store"
         )
-    return StoreSnapshot(version, str(info["fingerprint"]), ids, np.ascontiguousarray(vectors, dtype=np.float32),
-                         int(skipped), source=source)
+    return StoreSnapshot(version, str(info["fingerprint"]), ids, vectors, int(skipped), source=source)
 
 
 def _checked_ids(ids: np.ndarray, chunks_path: Path) -> np.ndarray:
