@@ -136,9 +136,14 @@ def test_auto_measures_the_candidates_and_records_the_figures(
     best = max(entry["projected_qps"] for entry in meeting)
     chosen = next(entry for entry in meeting if entry["family"] == measurement["chosen"])
     assert chosen["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best
-    # ... and of those close enough, the cheapest projected build.
-    assert chosen["projected_build_s"] == min(entry["projected_build_s"] for entry in meeting
-                                              if entry["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best)
+    # ... built on the larger sample within BUILD_TIE of the cheapest of those close enough, and of
+    # those the highest projected QPS.
+    close = [entry for entry in meeting if entry["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best]
+    cheapest = min(entry["samples"][-1]["build_s"] for entry in close)
+    assert chosen["samples"][-1]["build_s"] <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3)
+    assert chosen["projected_qps"] == max(entry["projected_qps"] for entry in close
+                                          if entry["samples"][-1]["build_s"]
+                                          <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3))
     assert manifest["family_reason"].startswith("auto: measured on samples of 300 and 1200 vectors")
     # An explicit family measures nothing.
     assert build_index(synthetic_catalog, "flat")["auto_measurement"] is None
