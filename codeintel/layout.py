@@ -56,6 +56,6 @@ def upgrade_store_versions(catalog: Path) -> list[str]:
     for version in versions.complete_versions():
         path = versions.path(version)
         if not (path / store_schema.DELETED_IDS_FILE).exists() and (path / store_schema.BASE_PART).is_file():
-            store_schema.write_deleted_ids(path, store_schema.DELETED_IDS_SCHEMA.empty_table().column("id"))
+            store_schema.write_empty_deleted_ids(path)
             upgraded.append(version)
     return upgraded

@@ -351,8 +351,7 @@ class StoreSnapshot:
 
     def __init__(self, version: str, fingerprint: str, ids: np.ndarray, vectors: np.ndarray | None,
                  skipped_null_embeddings: int, *, dimension: int | None = None, source: dict[str, Any] | None = None,
-                 parts: list[tuple[Path, np.ndarray]] | None = None, order: np.ndarray | None = None,
-                 part_rows: dict[Path, np.ndarray] | None = None) -> None:
+                 parts: list[tuple[Path, np.ndarray]] | None = None, order: np.ndarray | None = None) -> None:
         self.version = version
         self.fingerprint = fingerprint
         self.ids = ids  # int64, ascending
@@ -365,7 +364,6 @@ class StoreSnapshot:
         # Lazy: each part's path and its live rows (positions in the part), and the permutation that
         # sorts the concatenated live rows by id.
         self._parts = parts or []
-        self._part_rows = {path: rows for path, rows in (part_rows or {}).items()}
         self._order = order
 
     @property
@@ -386,17 +384,12 @@ class StoreSnapshot:
         for path, live in self._parts:
             inside = (wanted >= offset) & (wanted < offset + len(live))
             if inside.any():
-                part_ids, flat, nulls = store_schema.read_vectors([path], self.dimension)
-                if nulls or len(part_ids) != len(self._part_rows[path]):
-                    raise UdfError(f"faiss_build: {path} has NULL embeddings; re-ingest the store")
+                _, flat, nulls = store_schema.read_vectors([path], self.dimension)
+                if nulls:  # rows are positions in the part: a dropped NULL row would shift them
+                    raise UdfError(f"faiss_build: {path} has {nulls} NULL embeddings; re-ingest the store")
                 out[inside] = flat[live[wanted[inside] - offset]]
             offset += len(live)
-        finite = np.isfinite(out).all(axis=1)
-        if not finite.all():
-            raise UdfError(
-                f"faiss_build: {int((~finite).sum())} embeddings of the store contain NaN or infinity "
-                f"(first chunk id {int(self.ids[rows][~finite][0])}); re-embed the store"
-            )
+        _check_finite(out, self.ids[rows], "the store")
         return out
 
 
@@ -405,7 +398,7 @@ def _store_dir(catalog_dir: Path) -> Path:
 
 
 def read_store(catalog_dir: Path) -> StoreSnapshot:
-    """Ids and embeddings of the published store, read column-wise with pyarrow (no per-row Python).
+    """Ids and embeddings of the published store, read column-wise by DuckDB (no per-row Python).
 
     A store our ingest wrote (store.json names its chunker: every chunk embedded, none NULL) is
     read lazily, ids first; an imported one at once, with its NULL embeddings left out.
@@ -423,13 +416,12 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
     version = str(info.get("version") or store.resolve().name)
     if info.get("chunker") and info.get("dimension"):
         gone = store_schema.deleted_ids(store).to_numpy()
-        lazy_parts, pieces, part_rows = [], [], {}
+        lazy_parts, pieces = [], []
         for part in parts:
             part_ids = pq.read_table(part, columns=["id"]).column("id").combine_chunks()
             if part_ids.null_count:
                 raise UdfError(f"faiss_build: {part} has NULL ids; rebuild the chunk store")
             part_ids = part_ids.cast(pa.int64()).to_numpy()
-            part_rows[part] = part_ids
             live = np.flatnonzero(~np.isin(part_ids, gone)) if len(gone) else np.arange(len(part_ids))
             lazy_parts.append((part, live))
             pieces.append(part_ids[live])
@@ -437,7 +429,7 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
         order = np.argsort(ids, kind="stable")
         ids = _checked_ids(ids[order], chunks_path)
         return StoreSnapshot(version, str(info["fingerprint"]), ids, None, 0, dimension=int(info["dimension"]),
-                             source=source, parts=lazy_parts, order=order, part_rows=part_rows)
+                             source=source, parts=lazy_parts, order=order)
     dimension = int(info.get("dimension") or pq.read_schema(parts[0]).field("embedding").type.list_size)
     deleted = store / store_schema.DELETED_IDS_FILE
     try:
@@ -457,14 +449,19 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
             chunks_path,
         )
     ids = _checked_ids(ids, chunks_path)
-    # One pass over the whole matrix; rows only when something is not finite.
-    if not np.isfinite(vectors.ravel()).all():
-        finite = np.isfinite(vectors).all(axis=1)
-        raise UdfError(
-            f"faiss_build: {int((~finite).sum())} embeddings in {chunks_path} contain NaN or infinity "
-            f"(first chunk id {int(ids[~finite][0])}); re-embed the store"
-        )
+    _check_finite(vectors, ids, str(chunks_path))
     return StoreSnapshot(version, str(info["fingerprint"]), ids, vectors, int(skipped), source=source)
+
+
+def _check_finite(vectors: np.ndarray, ids: np.ndarray, where: str) -> None:
+    """Refuse NaN or infinite embeddings, naming how many and the first chunk id."""
+    if np.isfinite(vectors.ravel()).all():  # one pass over the matrix; rows only on failure
+        return
+    finite = np.isfinite(vectors).all(axis=1)
+    raise UdfError(
+        f"faiss_build: {int((~finite).sum())} embeddings in {where} contain NaN or infinity "
+        f"(first chunk id {int(ids[~finite][0])}); re-embed the store"
+    )
 
 
 def _checked_ids(ids: np.ndarray, chunks_path: Path) -> np.ndarray:

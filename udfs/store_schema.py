@@ -81,12 +81,11 @@ def deleted_ids(store: Path) -> pa.Array:
     return pq.read_table(path, columns=["id"]).column("id").combine_chunks().cast(pa.int64())
 
 
-def write_deleted_ids(store: Path, ids: pa.Array | pa.ChunkedArray) -> None:
-    """Write the deleted-ids file of a store version, sorted, by an atomic rename."""
-    ids = ids.cast(pa.int64())
-    table = pa.table({"id": pc.take(ids, pc.array_sort_indices(ids))}, schema=DELETED_IDS_SCHEMA)
+def write_empty_deleted_ids(store: Path) -> None:
+    """Give a store version an empty deleted-ids file (by an atomic rename); write_chunk_store.sql
+    writes the file of every version it makes."""
     temporary = Path(store) / (DELETED_IDS_FILE + ".tmp")
-    pq.write_table(table, temporary, compression="zstd")
+    pq.write_table(DELETED_IDS_SCHEMA.empty_table(), temporary, compression="zstd")
     temporary.replace(Path(store) / DELETED_IDS_FILE)
 
 
