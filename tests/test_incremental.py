@@ -29,6 +29,7 @@ from tests.test_ingest import SAMPLE_FILES, make_repo
 from tests.test_lifecycle_safety import children, kill_hard, start_child  # noqa: F401  (fixture)
 from udfs import faiss_build, faiss_versions, store_schema
 from udfs import versioned_dir as staging_dirs
+from udfs.registry import UdfError
 
 #: An hour ago: older than any listing by far more than the 2 s mtime-resolution margin.
 SETTLED = time.time() - 3600
@@ -514,3 +515,19 @@ def test_sql_build_index_takes_incremental_and_max_drift(synthetic_catalog: Path
     assert first["incremental"] == "false" and second["incremental"] == "true"
     assert json.loads(second["drift"])["max_drift"] == 0.5 and second["parent"] == first["version"]
     assert third["incremental_reason"] == "full build: option incremental is false"
+
+
+def test_a_store_with_a_nan_embedding_is_refused_and_current_stays(
+        synthetic_catalog: Path, synthetic_table: pa.Table, tmp_path: Path) -> None:
+    """The build's read of the store (DuckDB): a NaN is refused naming its chunk, and CURRENT stays."""
+    old = faiss_build.build_index(synthetic_catalog, "flat")["version"]
+    vectors = np.stack(synthetic_table["embedding"].to_numpy(zero_copy_only=False)).astype(np.float32)
+    vectors[5, 3] = np.nan
+    bad = synthetic_table.set_column(synthetic_table.schema.get_field_index("embedding"), "embedding",
+                                     pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), vectors.shape[1]))
+    pq.write_table(bad, tmp_path / "nan.parquet")
+    bootstrap.import_chunks(tmp_path / "nan.parquet", synthetic_catalog)
+    with pytest.raises(UdfError, match=rf"1 embeddings in .* contain NaN or infinity \(first chunk id "
+                                       rf"{synthetic_table['id'][5].as_py()}\); re-embed the store"):
+        faiss_build.build_index(synthetic_catalog, "flat")
+    assert faiss_versions.current_version(synthetic_catalog) == old
