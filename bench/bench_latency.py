@@ -179,7 +179,7 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
         def before(i: int) -> None:
             vector = queries[i % len(queries)]
             current["matrix"] = vector[None].copy()
-            current["q"] = pa.chunked_array([pa.array([vector.tolist()], pa.list_(pa.float32()))])
+            current["q"] = vector.tolist()
             connection.execute("SET VARIABLE q = ?::FLOAT[384]", [vector.tolist()])
 
         def run(sql: str) -> Callable[[], Any]:
@@ -190,8 +190,6 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
                 faiss.omp_set_num_threads(threads)
                 return loaded.index.search(current["matrix"], K)
             return action
-
-        k_double, factor = pa.chunked_array([pa.array([float(K)])]), pa.chunked_array([pa.array([1.0])])
 
         def set_threads_pair() -> None:
             previous = connection.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -206,7 +204,7 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
             f"index.search, 1 query, {CORES} OpenMP threads": search(CORES),
             "index.search, 1 query, 1 OpenMP thread": search(1),
             "faiss_search_hits Python body (no DuckDB)": lambda: adapters.faiss_search_hits(
-                context, current["q"], k_double, factor),
+                context, current["q"], float(K), 1.0),
             "EXPLAIN SELECT 1": run("EXPLAIN SELECT 1"),
             "EXPLAIN faiss_search (bind, plan, and the UDF call DuckDB folds on a constant q)": run(
                 "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),

@@ -1,7 +1,8 @@
 """The one-query fast path of faiss_topk / faiss_search returns what the batched path returns.
 
-A statement with one query row takes ``faiss_search._topk_one``; a batch of rows takes the
-batched body.  On a Flat index both must give the same ids and scores, for k = 1, 10, 1000
+A one-row faiss_topk statement and every faiss_search call (its native UDF takes one query
+per call) take ``faiss_search._one_query_hits``; a faiss_topk batch takes the batched body.
+On a Flat index both must give the same ids and scores, for k = 1, 10, 1000
 and k above the store size, through faiss_topk and through the faiss_search macro, and bad
 input must be refused with the same words either way.
 """
@@ -36,13 +37,13 @@ def flat(synthetic_catalog: Path) -> tuple[duckdb.DuckDBPyConnection, np.ndarray
 def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts calls of the one-query path, so each test knows which path it exercised."""
     calls: list[int] = []
-    original = faiss_search._topk_one
+    original = faiss_search._one_query_hits
 
-    def counted(loaded, query, k):
+    def counted(loaded, vector, k):
         calls.append(k)
-        return original(loaded, query, k)
+        return original(loaded, vector, k)
 
-    monkeypatch.setattr(faiss_search, "_topk_one", counted)
+    monkeypatch.setattr(faiss_search, "_one_query_hits", counted)
     return calls
 
 
@@ -135,6 +136,10 @@ BAD_SEARCH = [
     ("range(12)::FLOAT[]", "k := 5", "faiss_topk: q has dimension 12, the index expects 384"),
     ("[]::FLOAT[]", "k := 3", "faiss_search: q is empty"),
     ("list_transform(range(384), i -> 0.0)::FLOAT[]", "k := 3", "faiss_topk: q in row 1 of this batch is the zero"),
+    ("list_transform(range(384), i -> CASE WHEN i = 3 THEN NULL ELSE 1.0 END)::FLOAT[]", "k := 3",
+     "faiss_topk: q in row 1 of this batch contains NaN, infinity or NULL elements"),
+    ("list_transform(range(384), i -> 'inf'::FLOAT)", "k := 3",
+     "faiss_topk: q in row 1 of this batch contains NaN, infinity or NULL elements"),
     ("range(384)::FLOAT[]", "k := 0", "faiss_search: k must be at least 1, got 0"),
     ("range(384)::FLOAT[]", "k := NULL", "faiss_search: k must be at least 1, got NULL"),
     ("range(384)::FLOAT[]", "k := 3, k_factor := 0.5", "faiss_search: k_factor must be at least 1, got 0.5"),
@@ -148,7 +153,7 @@ def test_bad_one_query_through_faiss_search(flat, argument: str, arguments: str,
     connection, _, vectors = flat
     with pytest.raises(duckdb.Error, match=message):
         connection.execute(f"SELECT * FROM faiss_search({argument}, {arguments})").fetchall()
-    # LATERAL over two rows, the bad one first: the batched path, the same words.
+    # LATERAL over two rows, the bad one first: the same words.
     with pytest.raises(duckdb.Error, match=message):
         connection.execute(
             f"SELECT r.* FROM (VALUES (1, {argument}), (2, ?::FLOAT[])) AS t(i, q), "

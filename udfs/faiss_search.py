@@ -16,13 +16,14 @@
   them; unknown or repeated ids are dropped (unknown ones counted in
   ``faiss_rerank_unknown_ids_total``).
 * ``faiss_search_hits(q, k DOUBLE, k_factor DOUBLE)``: the hits list behind the ``faiss_search``
-  table macro (sql/macros/faiss_search.sql): the macro's argument checks, then faiss_topk, or
-  with k_factor above 1 exact_rerank of ceil(k * k_factor) candidates.  One UDF call, so the
-  macro binds no CASE arms per statement.
-* One query row (``faiss_search(embed('...'))``, a one-row ``faiss_topk``) takes
-  ``_topk_one``: the same checks, search and exact fallback without the batch's Arrow kernels,
-  and ``LoadedIndex.search`` gives a one-row search one OpenMP thread (no team to wake).
-  Its hits equal the batched path's, to the bit on a Flat index (tests/test_single_query.py).
+  table macro (sql/macros/faiss_search.sql), a native (one row per call) UDF: the macro's
+  argument checks, then faiss_topk's search of the one query, or with k_factor above 1
+  exact_rerank of ceil(k * k_factor) candidates.  One UDF call, so the macro binds no CASE
+  arms per statement.
+* One query (``faiss_search_hits``, a one-row ``faiss_topk``) takes ``_one_query_hits``: the
+  same checks, search and exact fallback without the batch's Arrow kernels, and
+  ``LoadedIndex.search`` gives a one-row search one OpenMP thread (no team to wake).  Its hits
+  equal the batched path's, to the bit on a Flat index (tests/test_single_query.py).
 * ``faiss_set_params('nprobe=32')``: apply search parameters (nprobe, efSearch,
   refine_k_factor: :mod:`udfs.faiss_params`) to the loaded index of this connection (until
   CURRENT changes); returns the resulting parameters.
@@ -160,14 +161,13 @@ def _hits_array(
     return pa.ListArray.from_arrays(pa.array(offsets), hits, mask=pa.array(~present))
 
 
-def _topk_one(loaded: LoadedIndex, query: pa.Array, k: int) -> pa.Array:
-    """faiss_topk for a batch of one non-NULL row, the one-query statement (``faiss_search(embed(...))``).
+def _one_query_hits(loaded: LoadedIndex, vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss_topk for one query vector (1-D float32; NULL elements as NaN): (chunk ids, scores), best first.
 
     The same checks, search and exact fallback as the batched path, without its per-batch
     Arrow compute kernels and masks: for one row those cost more than the search itself
     (0.45 ms of the 0.55 ms the batched body took for a Flat search of 3,500 vectors).
     """
-    vector = query.flatten().to_numpy(zero_copy_only=False)
     if vector.size == 0:
         raise UdfError(
             f"faiss_topk: q in row 1 of this batch is empty; pass a query vector of {loaded.dimension} floats "
@@ -197,8 +197,14 @@ def _topk_one(loaded: LoadedIndex, query: pa.Array, k: int) -> pa.Array:
         # As in the batched path: a short ANN answer is replaced by an exact search.
         TOPK_EXACT_FALLBACK.labels(family=loaded.family).inc()
         ids, hit_scores = _exact_topk(loaded, matrix, np.array([k_search]))
+    return ids, hit_scores
+
+
+def _topk_one(loaded: LoadedIndex, query: pa.Array, k: int) -> pa.Array:
+    """faiss_topk for a batch of one non-NULL row (a one-row ``faiss_topk`` statement)."""
+    ids, scores = _one_query_hits(loaded, query.flatten().to_numpy(zero_copy_only=False), k)
     ranks = np.arange(1, len(ids) + 1, dtype=np.int32)
-    return _hits_array(one, np.array([len(ids)]), ranks, ids, hit_scores)
+    return _hits_array(np.ones(1, dtype=bool), np.array([len(ids)]), ranks, ids, scores)
 
 
 def faiss_topk(context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray) -> pa.Array:
@@ -382,33 +388,53 @@ def _check_search_arguments(ks: np.ndarray, factors: np.ndarray) -> None:
         )
 
 
-def faiss_search_hits(
-    context: CatalogContext, q: pa.ChunkedArray, k: pa.ChunkedArray, k_factor: pa.ChunkedArray
-) -> pa.Array:
-    """The hits list behind the ``faiss_search`` table macro: its checks, faiss_topk, and with
-    k_factor above 1, exact_rerank of ceil(k * k_factor) candidates.
+def _query_vector(q: list[float | None]) -> np.ndarray:
+    """A native UDF's FLOAT[] argument as float32, NULL elements as NaN (refused as non-finite)."""
+    try:
+        return np.array(q, dtype=np.float32)
+    except TypeError:  # a NULL element: None does not convert
+        return np.array([np.nan if value is None else value for value in q], dtype=np.float32)
 
-    One UDF call instead of the SQL CASE the macro used to plan: binding four check_argument
-    expansions and the re-rank arm cost about 2 ms of a 4 ms one-query statement
-    (bench/bench_latency.py), more than the search.  NULL q gives NULL (no rows).
+
+def faiss_search_hits(
+    context: CatalogContext, q: list[float | None] | None, k: float | None, k_factor: float | None
+) -> list[tuple[int, int, float]] | None:
+    """The hits behind the ``faiss_search`` table macro, one query per call (a native UDF):
+    the macro's checks, faiss_topk, and with k_factor above 1, exact_rerank of ceil(k * k_factor)
+    candidates.  NULL q gives NULL (no rows).
+
+    Native, not arrow: a one-query statement is what analysts, dashboard tiles and report loops
+    send, and DuckDB's arrow call path alone costs more than the search there (arrow UDF
+    statement 1.0 ms, native 0.5 ms, index.search of one vector 0.3 ms at 200k:
+    bench/bench_latency.py).  A ``LATERAL faiss_search`` batch therefore searches one query at a
+    time (DuckDB's worker threads run those calls side by side, FAISS releasing the GIL);
+    ``unnest(faiss_topk(...))`` is the batched form.  One query searches on one OpenMP thread
+    (LoadedIndex.search), so this UDF does not own the cores and its statements keep DuckDB's
+    threads (no thread rule).
     """
-    queries = combined(q)
-    ks = combined(k).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
-    factors = combined(k_factor).to_numpy(zero_copy_only=False).astype(np.float64, copy=False)
+    ks = np.array([np.nan if k is None else k], dtype=np.float64)
+    factors = np.array([np.nan if k_factor is None else k_factor], dtype=np.float64)
     _check_search_arguments(ks, factors)
-    if (pc.list_value_length(queries).fill_null(1).to_numpy() == 0).any():
+    if q is None:
+        return None
+    if len(q) == 0:
         raise UdfError("faiss_search: q is empty; pass a query vector such as embed('text')")
+    vector = _query_vector(q)
+    loaded = load_current(context)
     # CAST(k AS INTEGER) as DuckDB does it: to the nearest integer, halves away from zero.
-    row_k = np.floor(ks + 0.5).astype(np.int32)
-    rerank = factors != 1
-    if not rerank.any():
-        return faiss_topk(context, queries, pa.array(row_k))
-    candidates = np.where(rerank, np.ceil(ks * factors), row_k).astype(np.int32)
-    ann = faiss_topk(context, queries, pa.array(candidates))
-    ids = pc.struct_field(ann.values, [1])
-    candidate_ids = pa.ListArray.from_arrays(ann.offsets, ids, mask=ann.is_null())
-    reranked = exact_rerank(context, queries, candidate_ids, pa.array(row_k), pa.nulls(len(queries), pa.string()))
-    return reranked if rerank.all() else pc.if_else(pa.array(rerank), reranked, ann)
+    row_k = int(np.floor(ks[0] + 0.5))
+    if factors[0] == 1:
+        ids, scores = _one_query_hits(loaded, vector, row_k)
+        return list(zip(range(1, len(ids) + 1), ids.tolist(), scores.tolist(), strict=True))
+    ann_ids, _ = _one_query_hits(loaded, vector, int(np.ceil(ks[0] * factors[0])))
+    reranked = exact_rerank(
+        context,
+        pa.array([vector], pa.list_(pa.float32())),
+        pa.array([ann_ids], pa.list_(pa.int64())),
+        pa.array([row_k], pa.int32()),
+        pa.nulls(1, pa.string()),
+    )
+    return [(hit["rank"], hit["chunk_id"], hit["score"]) for hit in reranked.to_pylist()[0]]
 
 
 def _faiss_set_params(context: CatalogContext, params: str) -> str:
@@ -446,10 +472,10 @@ REGISTRY: tuple[UdfSpec, ...] = (
         function=faiss_search_hits,
         parameters=("FLOAT[]", "DOUBLE", "DOUBLE"),
         return_type=HITS_TYPE,
+        kind="native",
         null_handling="special",
-        owns_cores=True,
-        doc="The hits of the faiss_search macro: faiss_topk(q, k), or with k_factor > 1 exact_rerank of "
-        "ceil(k * k_factor) candidates; checks k and k_factor.",
+        doc="The hits of the faiss_search macro, one query per call: faiss_topk(q, k), or with k_factor > 1 "
+        "exact_rerank of ceil(k * k_factor) candidates; checks k and k_factor.",
     ),
     UdfSpec(
         name="exact_rerank",
