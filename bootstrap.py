@@ -27,6 +27,7 @@ from typing import Any
 import duckdb
 
 from codeintel import catalog_db, demo, serve, serve_quack, static_training, store
+from codeintel.chunk_locations import apply_catalog_objects
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import EXPLAINED_ERRORS, CatalogError, describe_error, error_line
 from codeintel.layout import CATALOG_DB, SETTINGS_FILE, SQL_DIR, store_versions, upgrade_store_versions
@@ -147,7 +148,7 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
             if upgraded := upgrade_store_versions(context.catalog_dir):
                 LOG.info("store versions %s: added an empty deleted_ids.parquet (chunk parts)", ", ".join(upgraded))
             if not context.ingesting:
-                apply_views(connection, context.catalog_dir)
+                apply_catalog_objects(connection, context.catalog_dir)
         elif foreign := foreign_view_paths(connection, context.catalog_dir):
             LOG.warning("the views in %s read files outside it (%s: the catalog was moved or copied); this "
                         "session reads %s instead. Stock DuckDB clients keep reading the old place until a "
@@ -425,7 +426,7 @@ def build_index(catalog: str | os.PathLike[str], family: str = "auto", options: 
     Settings.resolve(as_settings, source="build --option")
     with open_catalog(catalog, settings={**(settings or {}), **as_settings}) as session:
         manifest = run_script(session.connection, SQL_DIR / "build_index.sql", {"family": family, "publish": publish})
-        apply_views(session.connection, session.catalog)
+        apply_catalog_objects(session.connection, session.catalog)
         return dict(manifest.fetchall()) if manifest is not None else {}
 
 
@@ -593,7 +594,7 @@ def run_command(args: argparse.Namespace) -> None:
             print_relation(run_script(session.connection, args.script, parse_assignments(args.param, "--param")))
     elif args.command == "views":
         with open_catalog(args.catalog, settings=settings) as session:
-            LOG.info("views: %s", ", ".join(apply_views(session.connection, session.catalog)))
+            LOG.info("views: %s", ", ".join(apply_catalog_objects(session.connection, session.catalog)))
     elif args.command == "settings":
         print(settings_table.markdown_table())
     elif args.command == "shell":

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import bootstrap
-from codeintel import demo, layout, sqlfiles
+from codeintel import chunk_locations, demo, layout, sqlfiles
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import CatalogError
 from udfs import faiss_build, faiss_current, faiss_loaded, faiss_search, faiss_sweep, faiss_versions, store_schema
@@ -36,7 +36,8 @@ SQL_DIR: Path = layout.SQL_DIR
 current_store = layout.current_store
 read_store_manifest = layout.read_store_manifest
 run_script = sqlfiles.run_script
-apply_views = sqlfiles.apply_views
+#: The views, and the keyed chunk_locations table, as a writing session applies them.
+apply_views = chunk_locations.apply_catalog_objects
 #: Statements calling a UDF with its own thread pool run with DuckDB on one thread (run_script's rule).
 core_owning_names = sqlfiles.core_owning_names
 core_owner_threads = sqlfiles.core_owner_threads

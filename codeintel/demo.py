@@ -10,8 +10,9 @@ from typing import Any
 
 import duckdb
 
+from codeintel.chunk_locations import apply_catalog_objects
 from codeintel.layout import SQL_DIR
-from codeintel.sqlfiles import apply_views, print_relation, run_script
+from codeintel.sqlfiles import print_relation, run_script
 
 LOG = logging.getLogger("codeintel")
 
@@ -32,7 +33,7 @@ def build_bm25_index(connection: duckdb.DuckDBPyConnection,
 def build_xtr_lens(connection: duckdb.DuckDBPyConnection, catalog: Path, **parameters: Any) -> None:
     """Build the XTR oracle lens (``sql/build_xtr.sql``), apply its views, print ``sql/report_xtr.sql``."""
     LOG.info("XTR lens: %s", run_script(connection, SQL_DIR / "build_xtr.sql", parameters).fetchone())
-    apply_views(connection, catalog)
+    apply_catalog_objects(connection, catalog)
     print_relation(run_script(connection, SQL_DIR / "report_xtr.sql"))
 
 
@@ -53,7 +54,7 @@ def evaluate_demo(connection: duckdb.DuckDBPyConnection, catalog: Path, repo_roo
     LOG.info("fusion profile: %s", run_script(connection, SQL_DIR / "tune_fusion.sql").fetchone())
     for channel in ("faiss", "bm25", "hybrid"):
         LOG.info("pool: %s", run_script(connection, SQL_DIR / "write_pool.sql", {"channel": channel}).fetchone())
-    apply_views(connection, catalog)
+    apply_catalog_objects(connection, catalog)
     heatmap_file, _ = run_script(connection, SQL_DIR / "write_coverage_heatmap.sql").fetchone()
     LOG.info("coverage heatmap: %s; the docstrings asked are in the indexed code, so scores are optimistic",
              heatmap_file)

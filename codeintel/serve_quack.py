@@ -5,7 +5,8 @@ it serves, whose current database is the instance's default, and TEMP objects ar
 per connection: a TEMP macro such as ``faiss_search`` is invisible there.  So the Quack
 instance is one of its own: an in-memory database (the default one) with the catalog
 ATTACHed READ_ONLY, where the macros of ``sql/macros/`` are created as ordinary (in-memory,
-never persisted) macros and every catalog view is mirrored by a view of the same name.
+never persisted) macros and every catalog view and table (``chunk_locations``) is mirrored by a
+view of the same name.
 Python UDFs belong to the instance, so remote connections see them; they are registered
 with the server's shared context, so Quack and Postgres sessions share one loaded index.
 
@@ -129,13 +130,16 @@ class QuackServer:
             LOG.info("serve: Quack token (no password set): %s", self.token)
 
     def mirror(self, base: duckdb.DuckDBPyConnection) -> None:
-        """The macros as ordinary macros, and a view per catalog view, in the default (in-memory) database."""
+        """The macros as ordinary macros, and a view per catalog view and table, in the default (in-memory)
+        database."""
         files = read_macro_files()
         for name in macro_order(files):
             for statement in files[name].statements:
                 base.execute(TEMP_CREATE.sub(lambda match: f"CREATE {match.group(1) or ''}", statement, count=1))
-        views = base.execute("SELECT view_name FROM duckdb_views() WHERE database_name = ? AND schema_name = 'main' "
-                             "AND NOT internal", [DATABASE]).fetchall()
+        views = base.execute("SELECT view_name FROM duckdb_views() WHERE database_name = $db AND schema_name = 'main' "
+                             "AND NOT internal UNION ALL SELECT table_name FROM duckdb_tables() "
+                             "WHERE database_name = $db AND schema_name = 'main' AND NOT internal",
+                             {"db": DATABASE}).fetchall()
         for (view,) in views:
             quoted = '"' + view.replace('"', '""') + '"'
             base.execute(f"CREATE OR REPLACE VIEW memory.main.{quoted} AS SELECT * FROM {DATABASE}.main.{quoted}")

@@ -24,10 +24,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from codeintel.chunk_locations import apply_catalog_objects
 from codeintel.errors import CatalogError
 from codeintel.layout import PROJECT_DIR, SQL_DIR, current_store, read_store_manifest, store_versions
 from codeintel.session import Session
-from codeintel.sqlfiles import apply_views, run_script
+from codeintel.sqlfiles import run_script
 from udfs import ignore, progress, store_schema
 from udfs.embedding import IMPORTED_PREFIX
 from udfs.settings import Settings
@@ -274,7 +275,7 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
         if previous is not None and reuse.pop("store_unchanged", False):
             # Same files, each unchanged: the chunks (so the fingerprint) are the previous store's.
             LOG.info("chunk store unchanged (every chunked file unchanged); keeping %s", previous.name)
-            apply_views(connection, catalog)
+            apply_catalog_objects(connection, catalog)
             return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         write = plan_write(previous, parameters, reuse)
         if write.incremental:
@@ -304,12 +305,12 @@ def write_store(session: Session, script: Path, parameters: dict[str, Any], embe
         if (previous is not None and read_store_manifest(previous).get("fingerprint") == manifest["fingerprint"]
                 and same_file_state_columns(previous, staging.path)):
             LOG.info("chunk store unchanged (fingerprint %s); keeping %s", manifest["fingerprint"], previous.name)
-            apply_views(connection, catalog)
+            apply_catalog_objects(connection, catalog)
             return IngestResult(previous, read_store_manifest(previous), file_report, unchanged=True, reuse=reuse)
         version = staging.commit()
     versions.publish(version)
     versions.gc(keep=STORE_VERSIONS_KEPT)
-    apply_views(connection, catalog)
+    apply_catalog_objects(connection, catalog)
     store = versions.path(version)
     return IngestResult(store, read_store_manifest(store), file_report, unchanged=False, reuse=reuse,
                         write=write.reason)

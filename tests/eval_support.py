@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 
 import bootstrap
 from codeintel import layout, sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from udfs import store_schema
 
 
@@ -84,7 +85,7 @@ def pooled_catalog(template: Path, target: Path, k: int) -> Path:
     try:
         for channel in ("faiss", "bm25"):
             write_pool(connection, channel=channel, k=k)
-        sqlfiles.apply_views(connection, catalog)  # the views the pools made possible
+        apply_catalog_objects(connection, catalog)  # the views the pools made possible
     finally:
         connection.close()
     return catalog

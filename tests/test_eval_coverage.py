@@ -14,6 +14,7 @@ import pytest
 
 import bootstrap
 from codeintel import layout, sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from tests.eval_support import hand_store, import_store, write_hand_run, write_pool
 from udfs import faiss_build
 
@@ -96,7 +97,7 @@ def test_a_stock_duckdb_client_reads_pools_and_reports(eval_catalog: Path) -> No
     try:
         for channel in ("faiss", "bm25", "hybrid"):
             write_pool(connection, channel=channel)
-        sqlfiles.apply_views(connection, eval_catalog)
+        apply_catalog_objects(connection, eval_catalog)
         expected = {name: connection.execute(f"SELECT count(*) FROM {name}").fetchone()[0] for name in STOCK_RELATIONS}
     finally:
         connection.close()

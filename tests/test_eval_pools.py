@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import bootstrap
-from codeintel import errors, sqlfiles
+from codeintel import errors
+from codeintel.chunk_locations import apply_catalog_objects
 from tests.conftest import EVAL_QUERY_COUNT
 from tests.eval_support import write_pool
 
@@ -36,7 +37,7 @@ def test_each_channel_writes_a_run_and_the_pool_view_unions_them(eval_catalog: P
         assert (eval_catalog / "runs" / f"{summary['run_id']}.parquet").is_file()
         assert summary["pool_rows"] == EVAL_QUERY_COUNT * 5
 
-    sqlfiles.apply_views(connection, eval_catalog)  # the pool views appear once their files exist
+    apply_catalog_objects(connection, eval_catalog)  # the pool views appear once their files exist
     assert connection.execute(
         "SELECT channel, count(DISTINCT query_id), min(rank), max(rank), count(*) FROM pool GROUP BY channel "
         "ORDER BY channel").fetchall() == [(channel, EVAL_QUERY_COUNT, 1, 5, EVAL_QUERY_COUNT * 5)
@@ -78,7 +79,7 @@ def test_batched_faiss_channel_equals_one_search_per_query(connection) -> None:
 
 def test_explain_columns_say_why_a_chunk_came_back(eval_catalog: Path, connection) -> None:
     write_pool(connection, channel="bm25", k=3)
-    sqlfiles.apply_views(connection, eval_catalog)
+    apply_catalog_objects(connection, eval_catalog)
     # Query q7 is 'fn_7 value'; its best BM25 hit is the chunk defining fn_7(value).
     row = connection.execute(
         "SELECT c.symbols, p.explain_symbols, p.explain_ast_kinds, p.explain_cst_hits "

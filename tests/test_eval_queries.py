@@ -12,6 +12,7 @@ import pytest
 
 import bootstrap
 from codeintel import errors, layout, sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from tests.eval_support import load_query_set
 from tests.test_ingest import make_repo
 from udfs.evaluation import docstring_functions, first_sentence
@@ -66,7 +67,7 @@ def test_qrels_by_range_resolve_to_overlapping_chunks(synthetic_table: pa.Table,
         {"query_id": "q2", "chunk_id": 12345, "grade": 1},
     ]
     load_query_set(connection, tmp_path, queries, qrels)
-    sqlfiles.apply_views(connection, synthetic_catalog)  # v_qrels_* appear once eval/qrels.parquet exists
+    apply_catalog_objects(connection, synthetic_catalog)  # v_qrels_* appear once eval/qrels.parquet exists
     assert connection.execute("SELECT chunk_id, grade FROM v_qrels_chunks WHERE query_id = 'q1' ORDER BY grade"
                               ).fetchall() == [(chunks[0], 1), (chunks[1], 3)]
     q2 = connection.execute("SELECT count(*) FROM v_qrels_chunks WHERE query_id = 'q2' AND chunk_id <> 12345"
@@ -141,7 +142,7 @@ def test_docstring_query_set_answers_each_query_with_its_function(tmp_path: Path
         # 'Loud.' is too short to be a query.
         assert (queries, functions) == (2, 2)
         sqlfiles.run_script(connection, LOAD_QUERIES, {"queries_path": queries_file, "qrels_path": qrels_file})
-        sqlfiles.apply_views(connection, catalog.resolve())
+        apply_catalog_objects(connection, catalog.resolve())
         answers = connection.execute(
             "SELECT q.text, c.symbols, g.grade FROM v_qrels_chunks AS g JOIN queries AS q USING (query_id) "
             "JOIN chunks AS c ON c.id = g.chunk_id WHERE g.grade = 2 ORDER BY q.text").fetchall()

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 import bootstrap
 from codeintel import sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from udfs import embedding, faiss_build, faiss_current, faiss_search, faiss_versions, families, metrics
 from udfs.context import CatalogContext
 from udfs.faiss_build import build_index, read_store
@@ -571,7 +572,7 @@ def test_views_show_indexed_unindexed_and_orphan_chunks(
     synthetic_catalog: Path, connection, synthetic_table: pa.Table, tmp_path: Path
 ) -> None:
     build_index(synthetic_catalog, "flat")
-    sqlfiles.apply_views(connection, synthetic_catalog)
+    apply_catalog_objects(connection, synthetic_catalog)
     assert connection.execute("SELECT count(*), count(DISTINCT chunk_id) FROM v_faiss_idmap").fetchone() == (
         2000, 2000,
     )

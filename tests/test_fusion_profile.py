@@ -15,6 +15,7 @@ import pytest
 
 import bootstrap
 from codeintel import demo, errors, layout, sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from tests.conftest import SYNTHETIC_SEED, copy_catalog, index_and_load_queries
 from tests.eval_support import load_query_set, perturbed, write_pool
 from udfs import faiss_build, faiss_versions
@@ -271,7 +272,7 @@ def test_hybrid_runs_fuse_with_the_profile_and_explicit_parameters_win(catalog: 
         "bm25_weight := ?, depth := 100) ORDER BY ALL",
         [tuned_row["rrf_k"], tuned_row["faiss_weight"], tuned_row["bm25_weight"]]).fetchall()
     # And the evaluation views score that pool as the script scored the pick.
-    sqlfiles.apply_views(connection, catalog)
+    apply_catalog_objects(connection, catalog)
     picked = json.loads(Path(tuned_row["profile"]).read_text())["picked"]
     assert connection.execute(
         "SELECT judged_queries, mrr_at_10, ndcg_at_10, recall_at_10 FROM v_eval_per_channel WHERE run_id = 'profiled'"

@@ -29,6 +29,8 @@ sqlalchemy = pytest.importorskip("sqlalchemy")
 PASSWORD = "s3cret-for-tests"
 SEARCH = ("SELECT h.rank, h.chunk_id, h.score, c.uri FROM faiss_search(embed(%s), k := 10) AS h "
           "JOIN chunks AS c ON c.id = h.chunk_id ORDER BY h.rank")
+#: The same hits joined by id to the keyed chunk_locations table (a catalog table, not a view).
+LOCATED = SEARCH.replace("JOIN chunks AS c", "JOIN chunk_locations AS c")
 QUERIES = ("fn_3 value", "parse a config file", "retry with backoff", "fn_17 value")
 
 
@@ -120,6 +122,7 @@ def test_psycopg_search_equals_in_process(server: Server, served_catalog: Path) 
             over_wire = connection.execute(SEARCH, [text]).fetchall()
             assert rounded(over_wire) == rounded(in_process(served_catalog, SEARCH, [text]))
             assert len(over_wire) == 10
+            assert rounded(connection.execute(LOCATED, [text]).fetchall()) == rounded(over_wire)
         # The literal form, as a BI tool sends it (simple query protocol), and a transaction.
     with server.connect(autocommit=False) as connection:
         literal = SEARCH.replace("%s", "'parse a config file'")
@@ -337,6 +340,7 @@ def test_quack_serves_duckdb_clients(served_catalog: Path, tmp_path: Path) -> No
             in_process(served_catalog, "SELECT count(*) FROM chunks")[0]
         literal = SEARCH.replace("%s", "'parse a config file'")
         assert rounded(remote(literal)) == rounded(in_process(served_catalog, SEARCH, ["parse a config file"]))
+        assert rounded(remote(LOCATED.replace("%s", "'parse a config file'"))) == rounded(remote(literal))
         assert remote("SELECT len(faiss_topk(embed('fn_3 value'), 5))") == [(5,)]
         for refused in ("CREATE TABLE t AS SELECT 1", "SELECT faiss_set_params('nprobe=2')",
                         f"SELECT * FROM quack_stop('{uri}')"):

@@ -16,6 +16,7 @@ import pytest
 
 import bootstrap
 from codeintel import errors, layout, sqlfiles
+from codeintel.chunk_locations import apply_catalog_objects
 from tests.conftest import EVAL_QUERY_COUNT, copy_catalog
 from tests.eval_support import load_query_set, write_hand_run, write_pool
 from udfs import store_schema, xtr
@@ -79,7 +80,7 @@ def lens_catalog(eval_catalog_template: Path, tmp_path_factory: pytest.TempPathF
         summary = sqlfiles.run_script(connection, layout.SQL_DIR / "build_xtr.sql",
                                        {"sample": LENS_SAMPLE, "k": LENS_K}).fetchone()
         assert summary[2:5] == (EVAL_QUERY_COUNT, EVAL_QUERY_COUNT, LENS_K)
-        sqlfiles.apply_views(connection, catalog)
+        apply_catalog_objects(connection, catalog)
     finally:
         connection.close()
     return catalog

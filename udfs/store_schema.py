@@ -44,6 +44,10 @@ CHUNK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("content", pa.string()),
 )
 EMBEDDING_COLUMN = "embedding"
+#: The columns kept in catalog.duckdb's keyed ``chunk_locations`` table (codeintel/chunk_locations.py):
+#: every one but the content and the embedding, the bulk of a store.
+LOCATION_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (name, kind) for name, kind in CHUNK_COLUMNS if name != "content")
 
 #: A full write's single part; an incremental ingest adds ``chunks-NNNN.parquet`` beside it.
 BASE_PART = "chunks.parquet"

@@ -1,0 +1,130 @@
+"""The keyed chunk_locations table: every chunk of the current store but content and embedding.
+
+Oracle: the store's own Parquet parts read by pyarrow (``store_schema.read_live_chunks``), not
+the chunks view the table is refreshed from.  Read as a stock DuckDB client reads it (plain
+``duckdb.connect`` of catalog.duckdb, none of our Python).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import bootstrap
+from codeintel import layout
+from tests.test_incremental import MORE_FILES, repo, settle  # noqa: F401  (fixture)
+from udfs import store_schema
+
+LOCATION_NAMES = [name for name, _ in store_schema.LOCATION_COLUMNS]
+
+
+def stock(catalog: Path) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(catalog / layout.CATALOG_DB), read_only=True)
+
+
+def store_locations(catalog: Path) -> pa.Table:
+    """The oracle: the current store's live rows from its Parquet parts, location columns, by id."""
+    table = store_schema.read_live_chunks(catalog / "store" / "CURRENT", LOCATION_NAMES)
+    return table.sort_by("id")
+
+
+def table_locations(catalog: Path) -> tuple[pa.Table, list[tuple]]:
+    """chunk_locations by id, and the audit's rows, as a stock client reads them."""
+    with stock(catalog) as connection:
+        table = connection.execute("SELECT * FROM chunk_locations ORDER BY id").to_arrow_table()
+        audit = connection.execute("SELECT id, problem FROM v_chunk_locations_audit ORDER BY id").fetchall()
+    return table, audit
+
+
+def assert_matches_store(catalog: Path) -> None:
+    table, audit = table_locations(catalog)
+    oracle = store_locations(catalog)
+    assert table.column_names == LOCATION_NAMES
+    assert table.cast(oracle.schema).equals(oracle)
+    assert audit == []
+    with stock(catalog) as connection:
+        (version,) = connection.execute("SELECT store_version FROM chunk_locations_store").fetchone()
+    assert version == (catalog / "store" / "CURRENT").resolve().name
+
+
+def test_follows_every_store_change(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    assert_matches_store(catalog)
+    assert store_locations(catalog).num_rows > 5
+
+    # An incremental ingest: one file changed (new part), one deleted (deleted ids).
+    (repo / "lib/mod_0.py").write_text(MORE_FILES["lib/mod_0.py"].replace("value * 3\n", "value * 3 + 1\n"))
+    (repo / "lib/mod_1.py").unlink()
+    second = bootstrap.ingest(repo, catalog)
+    assert second.write.startswith("incremental write")
+    assert_matches_store(catalog)
+    assert not any(uri == "lib/mod_1.py" for uri in table_locations(catalog)[0].column("uri").to_pylist())
+
+    # An import of the user's own chunks replaces the store.
+    own = store_schema.read_live_chunks(second.store, store_schema.column_names()).slice(0, 4)
+    pq.write_table(own, tmp_path / "own.parquet")
+    bootstrap.import_chunks(tmp_path / "own.parquet", catalog)
+    assert_matches_store(catalog)
+    assert table_locations(catalog)[0].num_rows == 4
+
+
+def test_the_key_is_unique(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    with stock(catalog) as connection:
+        constraints = connection.execute(
+            "SELECT is_unique FROM duckdb_indexes() WHERE table_name = 'chunk_locations' "
+            "AND expressions = '[id]'").fetchall()
+        assert constraints == [(True,)]
+        first = connection.execute("SELECT id FROM chunk_locations ORDER BY id LIMIT 1").fetchone()
+    with bootstrap.open_catalog(catalog) as session, pytest.raises(duckdb.ConstraintException):
+        session.connection.execute("INSERT INTO chunk_locations (id, uri) VALUES (?, 'dup.py')", [first[0]])
+
+
+def test_a_store_flip_behind_the_catalog_shows_in_the_audit_until_a_writer_runs(
+        repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    """As after a writer killed between publishing a store version and catalog.duckdb."""
+    catalog = tmp_path / "catalog"
+    first = bootstrap.ingest(repo, catalog)
+    (repo / "lib/mod_2.py").unlink()
+    bootstrap.ingest(repo, catalog)
+    assert_matches_store(catalog)
+    versions = layout.store_versions(catalog)
+    versions.publish(first.store.name)  # the store moves back; catalog.duckdb does not know
+    _, audit = table_locations(catalog)
+    missing = [chunk_id for chunk_id, problem in audit if problem == "missing from chunk_locations"]
+    expected = set(store_locations(catalog).column("id").to_pylist()) - set(
+        table_locations(catalog)[0].column("id").to_pylist())
+    assert expected and sorted(missing) == sorted(expected)
+    assert {problem for _, problem in audit} == {"missing from chunk_locations"}
+
+    done = subprocess.run([sys.executable, "bootstrap.py", "views", "--catalog", str(catalog)],
+                          cwd=layout.PROJECT_DIR, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert_matches_store(catalog)
+
+
+def test_hits_joined_to_it_equal_hits_joined_to_chunks(synthetic_catalog: Path) -> None:
+    bootstrap.build_index(synthetic_catalog, "flat")
+    with bootstrap.open_catalog(synthetic_catalog):
+        pass  # a writing session: synthetic_catalog's store was written without one
+    connection = bootstrap.connect(synthetic_catalog, read_only=True)
+    try:
+        for text in ("parse a config file", "retry with backoff"):
+            rows = {}
+            for relation in ("chunks", "chunk_locations"):
+                rows[relation] = connection.execute(
+                    f"SELECT h.rank, h.chunk_id, c.uri, c.start_line, c.end_line "
+                    f"FROM faiss_search(embed(?), k := 25) AS h JOIN {relation} AS c ON c.id = h.chunk_id "
+                    f"ORDER BY h.rank", [text]).fetchall()
+            assert len(rows["chunks"]) == 25
+            assert rows["chunk_locations"] == rows["chunks"]
+    finally:
+        connection.close()
