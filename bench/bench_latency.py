@@ -9,8 +9,9 @@ Per synthetic store size (``--sizes``; data and catalogs shared with bench_searc
    over ``--statements`` statements:
 
    * ``SELECT 1`` and a native (tuple) Python UDF on one row: DuckDB's floor;
-   * ``faiss_topk(getvariable('q'), 10)``; ``faiss_search(...)`` alone, joined to ``chunks``,
-     and joined as ``run_script`` runs it (the thread rule: DuckDB ``threads = 1`` around it);
+   * ``faiss_topk(getvariable('q'), 10)``; ``faiss_search(...)`` alone, joined to ``chunks``
+     (the store's Parquet parts) and to ``chunk_locations`` (the keyed table), the latter also
+     with DuckDB at ``threads = 1`` (set and restored untimed around the statement);
    * the issue's form, the query in a one-row table read by a scalar subquery;
    * ``index.search`` of the one vector (1 OpenMP thread, as the UDF runs it) and
      ``LoadedIndex.search``;
@@ -86,19 +87,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+class Timed(float):
+    """Milliseconds an action timed itself (around its statement only), returned instead of its rows."""
+
+
 def rounds(actions: dict[str, Callable[[], Any]], before: Callable[[int], None], count: int,
            warmup: int = 3) -> dict[str, list[float]]:
     """Milliseconds per statement of each action: statement i of every action runs after
-    ``before(i)`` (untimed), round-robin, the order reversed every other round."""
+    ``before(i)`` (untimed), round-robin, the order reversed every other round.  An action that
+    returns :class:`Timed` is counted by its own timing (its setup stays untimed)."""
     times: dict[str, list[float]] = {name: [] for name in actions}
     names = list(actions)
     for i in range(-warmup, count):
         before(max(i, 0))
         for name in names if i % 2 == 0 else reversed(names):
             started = time.perf_counter()
-            actions[name]()
+            result = actions[name]()
+            elapsed = result if isinstance(result, Timed) else (time.perf_counter() - started) * 1000
             if i >= 0:
-                times[name].append((time.perf_counter() - started) * 1000)
+                times[name].append(float(elapsed))
     return times
 
 
@@ -111,11 +118,11 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
         connection.create_function("bench_native", lambda x: x + 1, ["INTEGER"], "INTEGER", type="native")
         connection.create_function("bench_native_vector", lambda v: len(v), ["FLOAT[]"], "INTEGER", type="native")
         connection.execute("CREATE OR REPLACE TEMP TABLE one AS SELECT 1 AS x")
-        owners = adapters.core_owning_names(connection)
         loaded = adapters.load_current(adapters.catalog_context(dataset.catalog, catalog_settings=True))
         join = ("SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search(getvariable('q'), k := 10) AS h "
                 "JOIN chunks AS c ON c.id = h.chunk_id")
-        join_words = adapters.sql_words(join)
+        located = join.replace("JOIN chunks AS c", "JOIN chunk_locations AS c")
+        threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
         current: dict[str, np.ndarray] = {}
 
         def before(i: int) -> None:
@@ -127,9 +134,14 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
         def run(sql: str) -> Callable[[], Any]:
             return lambda: connection.execute(sql).fetchall()
 
-        def with_rule() -> Any:
-            with adapters.core_owner_threads(connection, join_words, owners):
-                return connection.execute(join).fetchall()
+        def one_thread() -> Timed:
+            connection.execute("SET threads = 1")
+            try:
+                started = time.perf_counter()
+                connection.execute(located).fetchall()
+                return Timed((time.perf_counter() - started) * 1000)
+            finally:
+                connection.execute("SET threads = ?", [threads])
 
         def index_search() -> Any:
             faiss.omp_set_num_threads(1)  # as LoadedIndex.search does for one query
@@ -144,7 +156,8 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
             "faiss_topk(q, 10)": run("SELECT faiss_topk(getvariable('q'), 10)"),
             "faiss_search(q, k := 10)": run("SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
             "faiss_search JOIN chunks": run(join),
-            "faiss_search JOIN chunks, thread rule": with_rule,
+            "faiss_search JOIN chunk_locations": run(located),
+            "faiss_search JOIN chunk_locations, DuckDB threads = 1": one_thread,
             "faiss_search((SELECT e FROM qv)) JOIN chunks": run(
                 "SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search((SELECT e FROM qv), k := 10) AS h "
                 "JOIN chunks AS c ON c.id = h.chunk_id"),
@@ -210,6 +223,8 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
                 "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
             "10 hit ids JOIN chunks (no search)": run(
                 "SELECT c.uri, c.start_line FROM bench_hits AS h JOIN chunks AS c ON c.id = h.chunk_id"),
+            "10 hit ids JOIN chunk_locations (no search)": run(
+                "SELECT c.uri, c.start_line FROM bench_hits AS h JOIN chunk_locations AS c ON c.id = h.chunk_id"),
             "thread rule's statements (current_setting + 2 SET threads)": set_threads_pair,
         }
         times = rounds(actions, before, count)
@@ -293,7 +308,8 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int) -> dict[str, Any]:
 
 
 def embed_forms(catalog: Path, settings: dict[str, Any], count: int) -> dict[str, Any]:
-    """``embed(text)`` alone and inside ``faiss_search(...) JOIN chunks``, another text each statement."""
+    """``embed(text)`` alone and inside ``faiss_search(...)`` joined to ``chunks`` and to ``chunk_locations``,
+    another text each statement."""
     connection = adapters.connect(catalog, settings=settings)
     try:
         texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 3)]
@@ -307,6 +323,8 @@ def embed_forms(catalog: Path, settings: dict[str, Any], count: int) -> dict[str
         actions = {
             "SELECT embed(text)": lambda: connection.execute("SELECT embed(?)", [current["text"]]).fetchall(),
             "faiss_search(embed(text)) JOIN chunks": lambda: connection.execute(join, [current["text"]]).fetchall(),
+            "faiss_search(embed(text)) JOIN chunk_locations": lambda: connection.execute(
+                join.replace("JOIN chunks AS c", "JOIN chunk_locations AS c"), [current["text"]]).fetchall(),
         }
         chunks = connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
         return {"chunks": chunks, **{name: latency_summary(v) for name, v in rounds(actions, before, count).items()}}
