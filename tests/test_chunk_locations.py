@@ -75,7 +75,7 @@ def test_follows_every_store_change(repo: Path, tmp_path: Path) -> None:  # noqa
     assert table_locations(catalog)[0].num_rows == 4
 
 
-def test_the_key_is_unique(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_the_key_is_unique_and_joins_probe_it(repo: Path, tmp_path: Path) -> None:  # noqa: F811
     catalog = tmp_path / "catalog"
     bootstrap.ingest(repo, catalog)
     with stock(catalog) as connection:
@@ -84,6 +84,12 @@ def test_the_key_is_unique(repo: Path, tmp_path: Path) -> None:  # noqa: F811
             "AND expressions = '[id]'").fetchall()
         assert constraints == [(True,)]
         first = connection.execute("SELECT id FROM chunk_locations ORDER BY id LIMIT 1").fetchone()
+        # The hits' join probes the key: DuckDB pushes the join's ids into the scan at run time,
+        # so EXPLAIN ANALYZE (not EXPLAIN) shows the index scan.
+        ids = [row[0] for row in connection.execute("SELECT id FROM chunk_locations LIMIT 3").fetchall()]
+        plan = connection.execute("EXPLAIN ANALYZE SELECT l.uri FROM (SELECT unnest(?::BIGINT[]) AS id) AS h "
+                                  "JOIN chunk_locations AS l ON l.id = h.id", [ids]).fetchall()[0][1]
+        assert "Type: Index Scan" in plan
     with bootstrap.open_catalog(catalog) as session, pytest.raises(duckdb.ConstraintException):
         session.connection.execute("INSERT INTO chunk_locations (id, uri) VALUES (?, 'dup.py')", [first[0]])
 

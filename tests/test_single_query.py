@@ -81,6 +81,27 @@ def test_one_query_equals_the_batched_path(flat, fast_calls, k: int) -> None:
     assert len(fast_calls) == 2 * 3
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_lateral_faiss_search_equals_the_batched_path(flat, fast_calls, threads: int) -> None:
+    """A LATERAL batch runs faiss_search's native UDF once per query (DuckDB's workers side by
+    side when threads > 1): every query's hits equal the batched faiss_topk row, to the bit."""
+    connection, _, vectors = flat
+    queries = perturbed_queries(vectors, BATCH, seed=47)
+    connection.register("queries", queries_table(queries))
+    connection.execute(f"SET threads = {threads}")
+    batched = [hits for (hits,) in connection.execute("SELECT faiss_topk(q, 10) FROM queries ORDER BY qid").fetchall()]
+    rows = connection.execute(
+        "SELECT t.qid, r.rank, r.chunk_id, r.score FROM queries AS t, LATERAL faiss_search(t.q, k := 10) AS r "
+        "ORDER BY t.qid, r.rank").fetchall()
+    assert len(fast_calls) == BATCH
+    for qid, hits in enumerate(batched):
+        mine = [(rank, chunk_id, score) for q, rank, chunk_id, score in rows if q == qid]
+        ranks, chunk_ids, scores = hit_columns(hits)
+        assert [r for r, _, _ in mine] == ranks
+        assert [c for _, c, _ in mine] == chunk_ids
+        np.testing.assert_array_equal(np.array([x for _, _, x in mine], dtype=np.float32), scores)
+
+
 def test_one_query_through_faiss_search_with_k_factor_equals_exact_rerank(flat, fast_calls) -> None:
     connection, _, vectors = flat
     query = [perturbed_queries(vectors, 1, seed=5)[0].tolist()]
