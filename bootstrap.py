@@ -33,11 +33,13 @@ from codeintel.errors import EXPLAINED_ERRORS, CatalogError, describe_error, err
 from codeintel.layout import CATALOG_DB, SETTINGS_FILE, SQL_DIR, store_versions, upgrade_store_versions
 from codeintel.session import Session
 from codeintel.sqlfiles import (
+    DEFINING_WORDS,
     apply_macros,
     apply_views,
     core_owner_threads,
     core_owning_names,
     foreign_view_paths,
+    forget_core_owning_names,
     print_relation,
     quote_literal,
     run_script,
@@ -636,8 +638,11 @@ def run_shell(connection: duckdb.DuckDBPyConnection) -> None:
         buffer.clear()
         try:
             for statement in duckdb.extract_statements(text):
-                with core_owner_threads(connection, sql_words(statement.query), core_owning_names(connection)):
+                words = sql_words(statement.query)
+                with core_owner_threads(connection, words, core_owning_names(connection)):
                     print_relation(connection.sql(statement.query))
+                if words & DEFINING_WORDS:
+                    forget_core_owning_names(connection)  # a macro or view of the user's may call one
         except duckdb.Error as error:
             print(f"error: {describe_error(error)}", file=sys.stderr)
 

@@ -22,6 +22,7 @@ import os
 import re
 import string
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ def apply_macros(connection: duckdb.DuckDBPyConnection, names: Iterable[str] | N
                 connection.execute(statement)
             except duckdb.Error as error:
                 raise CatalogError(f"{relative_to_project(path)}: {error}") from error
+    forget_core_owning_names(connection)
     return order
 
 
@@ -334,6 +336,7 @@ def apply_views(connection: duckdb.DuckDBPyConnection, catalog: Path,
         except duckdb.Error as error:
             raise CatalogError(f"{view.path}: {error}") from error
         applied.append(name)
+    forget_core_owning_names(connection)
     return applied
 
 
@@ -463,6 +466,7 @@ def run_script(connection: duckdb.DuckDBPyConnection, script: str | os.PathLike[
                 kind, name = created_object(statement)
                 if kind is not None:
                     owners = owners | {name}
+                    _CORE_OWNERS[connection] = owners
         return result
     finally:
         for quoted in names:
@@ -512,6 +516,19 @@ def sql_words(text: str) -> frozenset[str]:
     })
 
 
+#: Per connection, what :func:`core_owning_names` found: reading every macro and view
+#: definition (``duckdb_functions()``) takes 12-14 ms, which every run_script and every shell
+#: statement paid (5 scripts per ingest).  A macro or view defined through apply_macros,
+#: apply_views, run_script or the shell updates or drops the entry; one defined another way
+#: counts after :func:`forget_core_owning_names`.
+_CORE_OWNERS: weakref.WeakKeyDictionary[duckdb.DuckDBPyConnection, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def forget_core_owning_names(connection: duckdb.DuckDBPyConnection) -> None:
+    """Read the macros and views again at the next :func:`core_owning_names` (after defining some)."""
+    _CORE_OWNERS.pop(connection, None)
+
+
 def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
     """The UDFs that run their own thread pool, and every macro and view that calls one.
 
@@ -523,7 +540,11 @@ def core_owning_names(connection: duckdb.DuckDBPyConnection) -> frozenset[str]:
     (bench/bench_search.py, bench/bench_ingest.py).  So a statement naming any of these runs
     with DuckDB on one thread (:func:`core_owner_threads`) and the UDF owns the cores.
     """
-    return names_calling(connection, frozenset(spec.name for spec in all_udf_specs() if spec.owns_cores))
+    owners = _CORE_OWNERS.get(connection)
+    if owners is None:
+        owners = names_calling(connection, frozenset(spec.name for spec in all_udf_specs() if spec.owns_cores))
+        _CORE_OWNERS[connection] = owners
+    return owners
 
 
 def names_calling(connection: duckdb.DuckDBPyConnection, names: frozenset[str]) -> frozenset[str]:

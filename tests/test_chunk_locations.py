@@ -1,4 +1,4 @@
-"""The keyed chunk_locations table: every chunk of the current store but content and embedding.
+"""The keyed chunk_locations table: where each chunk of the current store is (id, uri, bytes, lines).
 
 Oracle: the store's own Parquet parts read by pyarrow (``store_schema.read_live_chunks``), not
 the chunks view the table is refreshed from.  Read as a stock DuckDB client reads it (plain
@@ -7,6 +7,8 @@ the chunks view the table is refreshed from.  Read as a stock DuckDB client read
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +55,8 @@ def assert_matches_store(catalog: Path) -> None:
     assert version == (catalog / "store" / "CURRENT").resolve().name
 
 
-def test_follows_every_store_change(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_follows_every_store_change(repo: Path, tmp_path: Path,  # noqa: F811
+                                    caplog: pytest.LogCaptureFixture) -> None:
     catalog = tmp_path / "catalog"
     bootstrap.ingest(repo, catalog)
     assert_matches_store(catalog)
@@ -62,9 +65,15 @@ def test_follows_every_store_change(repo: Path, tmp_path: Path) -> None:  # noqa
     # An incremental ingest: one file changed (new part), one deleted (deleted ids).
     (repo / "lib/mod_0.py").write_text(MORE_FILES["lib/mod_0.py"].replace("value * 3\n", "value * 3 + 1\n"))
     (repo / "lib/mod_1.py").unlink()
-    second = bootstrap.ingest(repo, catalog)
+    before = set(store_locations(catalog).column("id").to_pylist())
+    with caplog.at_level(logging.INFO, logger="codeintel.chunk_locations"):
+        second = bootstrap.ingest(repo, catalog)
     assert second.write.startswith("incremental write")
     assert_matches_store(catalog)
+    # Only the rows that changed were touched, not the table rebuilt.
+    after = set(store_locations(catalog).column("id").to_pylist())
+    assert f"({len(before - after)} rows deleted, {len(after - before)} inserted)" in caplog.text
+    assert 0 < len(after - before) < len(after)
     assert not any(uri == "lib/mod_1.py" for uri in table_locations(catalog)[0].column("uri").to_pylist())
 
     # An import of the user's own chunks replaces the store.
@@ -134,3 +143,29 @@ def test_hits_joined_to_it_equal_hits_joined_to_chunks(synthetic_catalog: Path) 
             assert rows["chunk_locations"] == rows["chunks"]
     finally:
         connection.close()
+
+
+def test_the_audit_view_compares_the_schemas_columns(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    """views/v_chunk_locations_audit.sql names the location columns itself (a view file takes no
+    variables): they must be store_schema's, in order."""
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    with stock(catalog) as connection:
+        view_sql = connection.execute("SELECT sql FROM duckdb_views() WHERE view_name = 'v_chunk_locations_audit'"
+                                      ).fetchone()[0]
+    selected = re.search(r"SELECT\s+(c\.\w+(?:\s*,\s*c\.\w+)*)\s+FROM\s+chunks", view_sql)
+    assert selected is not None
+    assert [name.strip()[2:] for name in selected.group(1).split(",")] == LOCATION_NAMES
+
+
+def test_a_table_of_other_columns_is_made_again(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    """As an older release left it (with language, kind and symbols): the next writer resets and fills it."""
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    with bootstrap.open_catalog(catalog) as session:
+        session.connection.execute("ALTER TABLE chunk_locations ADD COLUMN kind VARCHAR")
+    with stock(catalog) as connection:
+        assert "kind" in [row[0] for row in connection.execute("DESCRIBE chunk_locations").fetchall()]
+    with bootstrap.open_catalog(catalog):
+        pass
+    assert_matches_store(catalog)

@@ -623,6 +623,28 @@ def test_statements_calling_core_owning_udfs_run_with_one_duckdb_thread(
     assert connection.execute("SELECT current_setting('threads')").fetchone() == (3,)
 
 
+def test_core_owners_are_read_once_per_connection_and_follow_definitions(
+    synthetic_catalog: Path, connection, tmp_path: Path
+) -> None:
+    """core_owning_names reads every definition once per connection (duckdb_functions(), 12-14 ms);
+    a macro defined by run_script counts at once, one defined another way after forgetting."""
+    build_index(synthetic_catalog, "flat")
+    first = sqlfiles.core_owning_names(connection)
+    assert sqlfiles.core_owning_names(connection) is first
+    connection.execute("CREATE TEMP MACRO mine(v) AS TABLE SELECT unnest(faiss_topk(v, 2))")
+    assert "mine" not in sqlfiles.core_owning_names(connection)
+    sqlfiles.forget_core_owning_names(connection)
+    assert "mine" in sqlfiles.core_owning_names(connection)
+    script = tmp_path / "define.sql"
+    script.write_text("CREATE TEMP MACRO theirs(v) AS TABLE SELECT * FROM mine(v);\nSELECT 1;\n")
+    sqlfiles.run_script(connection, script)
+    assert {"mine", "theirs"} <= sqlfiles.core_owning_names(connection)
+    # The oracle: every definition read afresh.
+    sqlfiles.forget_core_owning_names(connection)
+    fresh = sqlfiles.core_owning_names(connection)
+    assert {"mine", "theirs", "faiss_topk"} <= fresh and "faiss_search" not in fresh
+
+
 def test_a_udf_call_searches_for_no_missing_module(synthetic_catalog: Path, connection) -> None:
     """DuckDB looks pandas up on every Python UDF call; installed (a dependency for that reason),
     the lookup is a dict hit, not a failed search of sys.path."""

@@ -44,10 +44,12 @@ CHUNK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("content", pa.string()),
 )
 EMBEDDING_COLUMN = "embedding"
-#: The columns kept in catalog.duckdb's keyed ``chunk_locations`` table (codeintel/chunk_locations.py):
-#: every one but the content and the embedding, the bulk of a store.
+#: Where each chunk is: the columns of catalog.duckdb's keyed ``chunk_locations`` table
+#: (codeintel/chunk_locations.py).  Not language, kind or symbols: with those every ingest's
+#: CHECKPOINT took 52 ms instead of 21 to rewrite the table's last row group (25k chunks).
 LOCATION_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
-    (name, kind) for name, kind in CHUNK_COLUMNS if name != "content")
+    (name, kind) for name, kind in CHUNK_COLUMNS
+    if name in ("id", "uri", "start_byte", "end_byte", "start_line", "end_line"))
 
 #: A full write's single part; an incremental ingest adds ``chunks-NNNN.parquet`` beside it.
 BASE_PART = "chunks.parquet"

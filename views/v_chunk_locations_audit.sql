@@ -5,8 +5,9 @@
    `python bootstrap.py views`) to refresh it. */
 CREATE OR REPLACE VIEW v_chunk_locations_audit AS
 WITH
-    store_rows AS (SELECT c.* EXCLUDE (content, embedding) FROM chunks AS c),
-    -- Whole rows, column by column (the table has chunks' columns but content and embedding, in order).
+    -- udfs/store_schema.py's LOCATION_COLUMNS, in order (tests/test_chunk_locations.py checks it).
+    store_rows AS (SELECT c.id, c.uri, c.start_byte, c.end_byte, c.start_line, c.end_line FROM chunks AS c),
+    -- Whole rows, column by column.
     unmatched_store AS (SELECT * FROM store_rows EXCEPT SELECT * FROM chunk_locations),
     unmatched_table AS (SELECT * FROM chunk_locations EXCEPT SELECT * FROM store_rows)
 SELECT
