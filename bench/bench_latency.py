@@ -234,11 +234,14 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
 
 
 def batched(dataset: Dataset, version: str, family: str, nq: int, runs: int) -> dict[str, Any]:
-    """Batched faiss_topk through SQL (DuckDB threads = 1) at the cheapest setting meeting the recall target."""
+    """Batched faiss_topk through SQL (DuckDB threads = 1) at the cheapest setting meeting the recall target,
+    and the LATERAL faiss_search form of the same batch at that setting (DuckDB's own threads: faiss_search
+    searches one query per call on one OpenMP thread, so the thread rule does not apply to it)."""
     adapters.publish(dataset.catalog, version)
     connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
     try:
         register_queries(connection, "queries", dataset.queries(nq))
+        threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
         connection.execute("SET threads = 1")
         manifest = json.loads((dataset.catalog / "index" / "versions" / version / adapters.MANIFEST_FILE).read_text())
         statement = f"SELECT q.query_id, unnest(faiss_topk(q.embedding, {K}), recursive := true) FROM queries AS q"
@@ -251,12 +254,20 @@ def batched(dataset: Dataset, version: str, family: str, nq: int, runs: int) -> 
             chosen = setting
             if recall >= RECALL_TARGET:
                 break
-        times = []
-        for _ in range(runs):
+        lateral = (f"SELECT q.query_id, r.chunk_id FROM queries AS q, LATERAL faiss_search(q.embedding, k := {K}) AS r")
+        times, lateral_times = [], []
+        for _ in range(runs):  # interleaved
+            connection.execute("SET threads = 1")
             started = time.perf_counter()
             connection.execute(statement).to_arrow_table()
             times.append(time.perf_counter() - started)
+            connection.execute("SET threads = ?", [threads])
+            started = time.perf_counter()
+            connection.execute(lateral).to_arrow_table()
+            lateral_times.append(time.perf_counter() - started)
+        lateral_recall = dataset.recall(sql_hits(connection, lateral, nq))
         return {"setting": chosen, "recall": recall, "qps": nq / median(times),
+                "lateral_qps": nq / median(lateral_times), "lateral_recall": lateral_recall, "lateral_threads": threads,
                 "build_s": manifest["build_seconds"], "factory": manifest["factory"], "family": manifest["family"],
                 "auto_measurement": manifest.get("auto_measurement")}
     finally:
@@ -426,6 +437,11 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
             rows = [[f"FAISS {label}", batch["setting"] or "exact", f"{batch['recall']:.4f}", f"{batch['qps']:,.0f}",
                      f"{batch['qps'] / vss_row['qps']:.1f}" if vss_row else "", f"{batch['build_s']:.1f}",
                      f"{batch['build_s'] / vss_row['build_s']:.2f}" if vss_row else ""]]
+            if "lateral_qps" in batch:
+                rows.append([f"the same, LATERAL faiss_search (DuckDB threads = {batch['lateral_threads']})",
+                             batch["setting"] or "exact", f"{batch['lateral_recall']:.4f}",
+                             f"{batch['lateral_qps']:,.0f}",
+                             f"{batch['lateral_qps'] / vss_row['qps']:.1f}" if vss_row else "", "", ""])
             if vss_row:
                 rows.append(["DuckDB vss HNSW", vss_row["setting"], f"{vss_row['recall']:.4f}",
                              f"{vss_row['qps']:,.0f}", "1.0", f"{vss_row['build_s']:.1f}", "1.00"])
@@ -438,13 +454,14 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
                          " / ".join(f"{p['qps']:,.0f}" for p in c["samples"]),
                          " / ".join(f"{p['build_s']:.2f}" for p in c["samples"]),
                          f"{c['projected_qps']:,.0f}", f"{c['projected_build_s']:.1f}",
+                         str(c["samples"][-1].get("code_bytes", "")),
                          "**chosen**" if c["family"] == measurement["chosen"] else ""]
                         for c in measurement["candidates"]]
                 lines += [f"`auto`'s measurement (manifest `auto_measurement`, {measurement['measure_seconds']} s, "
                           f"samples of {measurement['samples'][0]} / {measurement['samples'][1]} vectors, "
                           f"{measurement['queries']} held-out queries):", "",
                           table(["family", "setting, recall", "QPS", "build s", "projected QPS",
-                                 "projected build s", ""], rows, "lllrrrl"), ""]
+                                 "projected build s", "code bytes / vector", ""], rows, "lllrrrrl"), ""]
         for embedder, entry in (results.get("embed") or {}).items():
             rows = [[name, f"{summary['median_ms']:.2f}", f"{summary['p90_ms']:.2f}"]
                     for name, summary in entry.items() if name != "chunks"]

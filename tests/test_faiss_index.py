@@ -116,7 +116,8 @@ def test_auto_build_records_why_it_chose_the_family(synthetic_catalog: Path) -> 
 def test_auto_measures_the_candidates_and_records_the_figures(
     synthetic_catalog: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Above the Flat size, auto builds each candidate on samples and picks by projected QPS."""
+    """Above the Flat size, auto builds each candidate on samples and picks by projected QPS, build
+    and code size."""
     from udfs import faiss_auto, faiss_build
 
     # Small enough that the 2000-vector store is measured, on small samples: the test stays quick.
@@ -137,13 +138,18 @@ def test_auto_measures_the_candidates_and_records_the_figures(
     chosen = next(entry for entry in meeting if entry["family"] == measurement["chosen"])
     assert chosen["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best
     # ... built on the larger sample within BUILD_TIE of the cheapest of those close enough, and of
-    # those the highest projected QPS.
+    # those the fewest code bytes per scanned vector, then the highest projected QPS.
     close = [entry for entry in meeting if entry["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best]
     cheapest = min(entry["samples"][-1]["build_s"] for entry in close)
-    assert chosen["samples"][-1]["build_s"] <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3)
-    assert chosen["projected_qps"] == max(entry["projected_qps"] for entry in close
-                                          if entry["samples"][-1]["build_s"]
-                                          <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3))
+    cheap = [entry for entry in close if entry["samples"][-1]["build_s"] <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3)]
+    assert chosen in cheap
+    fewest = min(entry["samples"][-1]["code_bytes"] for entry in cheap)
+    assert chosen["samples"][-1]["code_bytes"] == fewest
+    assert chosen["projected_qps"] == max(entry["projected_qps"] for entry in cheap
+                                          if entry["samples"][-1]["code_bytes"] == fewest)
+    # Code bytes by hand: float32 storage for IVF-Flat and HNSW's, float16 for IVF-SQ (SQfp16).
+    by_family = {entry["family"]: entry["samples"][-1]["code_bytes"] for entry in measurement["candidates"]}
+    assert by_family == {"ivf_flat": 4 * 384, "ivf_sq": 2 * 384, "hnsw": 4 * 384}
     assert manifest["family_reason"].startswith("auto: measured on samples of 300 and 1200 vectors")
     # An explicit family measures nothing.
     assert build_index(synthetic_catalog, "flat")["auto_measurement"] is None

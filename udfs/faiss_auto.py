@@ -25,8 +25,10 @@ IVF-Flat 16k q/s; built, HNSW served 2.7k q/s after 430 s of building and IVF-Fl
 35 s (BENCHMARKS.md, issue 15): QPS was off by 4-7x, builds by 3-4x, while the families' builds
 differ by 5-20x.  So QPS within half of the best counts as a tie, and the build decides; builds
 within ``BUILD_TIE`` of the cheapest, as measured on the larger sample, count as a tie too (the
-projection stretches tens of milliseconds of noise), and among those the highest projected QPS
-wins.
+projection stretches tens of milliseconds of noise), and among those the one whose search reads
+the fewest bytes per scanned vector wins (the samples sit in cache and cannot show a memory-bound
+scan: IVF-SQ served 1.3-1.6x IVF-Flat at 200k and 1M where the samples had them within 10%),
+then the highest projected QPS.
 The figures go into the manifest under ``auto_measurement``.  They are wall-clock timings on
 the building machine: on a busy machine two close families may swap between builds.
 """
@@ -72,6 +74,8 @@ class Measured:
     build_s: float
     search_parameters: str
     recall: float
+    #: Bytes of the codes a search reads per vector it scans (the IVF lists', the HNSW storage's).
+    code_bytes: int
     qps: float
 
 
@@ -101,6 +105,20 @@ def _sweep(family: str, nlist: int | None) -> list[tuple[str, float]]:
 SampleBuilder = Callable[[str, np.ndarray], tuple[faiss.Index, str, "int | None"]]
 
 
+def _code_bytes(index: faiss.Index) -> int:
+    """Bytes per stored vector that a search compares against: the inverted lists' codes for an
+    IVF index, the flat storage's for HNSW (its graph links come on top), the codes otherwise."""
+    index = faiss.downcast_index(index)
+    if isinstance(index, faiss.IndexIDMap):
+        index = faiss.downcast_index(index.index)
+    try:
+        return int(faiss.extract_index_ivf(index).code_size)
+    except RuntimeError:
+        pass
+    storage = getattr(index, "storage", None)
+    return int(faiss.downcast_index(storage).code_size if storage is not None else index.code_size)
+
+
 def _built(family: str, sample: np.ndarray, queries: np.ndarray, truth: np.ndarray, k: int,
            build: SampleBuilder, target_recall: float) -> tuple[faiss.Index, dict[str, Any]]:
     """``family`` built on ``sample``, at its cheapest setting meeting the target."""
@@ -119,7 +137,8 @@ def _built(family: str, sample: np.ndarray, queries: np.ndarray, truth: np.ndarr
         if recall >= target_recall:
             break
     return index, {"family": family, "sample": len(sample), "dimension": sample.shape[1], "factory": factory,
-                   "build_s": round(build_s, 4), "search_parameters": setting, "recall": round(recall, 4)}
+                   "build_s": round(build_s, 4), "search_parameters": setting, "recall": round(recall, 4),
+                   "code_bytes": _code_bytes(index)}
 
 
 def _timed(indexes: dict[str, faiss.Index], queries: np.ndarray, k: int) -> dict[str, float]:
@@ -205,15 +224,20 @@ def measure(vectors: np.ndarray, candidates: tuple[str, ...], build: SampleBuild
     close = [entry for entry in meeting if entry["projected_qps"] >= (1 - QPS_TIE) * fastest["projected_qps"]]
     # Builds are compared as measured on the larger sample, where a factor of BUILD_TIE is noise
     # (IVF-Flat and IVF-SQ: 0.08 and 0.09 s, which the projection stretched to 1.6 and 7.5 s at
-    # 200k though both built in 35 s at 1M); among the cheapest so, the highest projected QPS wins.
+    # 200k though both built in 35 s at 1M).
     cheapest = min(entry["samples"][-1]["build_s"] for entry in close)
     cheap = [entry for entry in close if entry["samples"][-1]["build_s"] <= BUILD_TIE * max(cheapest, 1e-3)]
-    chosen = max(cheap, key=lambda entry: entry["projected_qps"])
+    # Among the cheapest so, the one reading the fewest bytes per scanned vector, then the highest
+    # projected QPS.  A 10k-vector sample sits in cache, so the samples cannot see what the store's
+    # size does to a memory-bound list scan: IVF-SQ (2 bytes a dimension) and IVF-Flat (4) measured
+    # within 10% of each other on every sample, while built at 200k and 1M IVF-SQ served 1.3-1.6x
+    # IVF-Flat's batched QPS at the same recall and build time (BENCHMARKS.md, issue 15).
+    chosen = min(cheap, key=lambda entry: (entry["samples"][-1]["code_bytes"], -entry["projected_qps"]))
     return {
         "chosen": chosen["family"],
         "rule": (f"among the families at recall@{k} >= {target_recall} whose projected batched QPS is within "
                  f"{QPS_TIE:.0%} of the best, and whose build on the larger sample took at most {BUILD_TIE:g}x "
-                 "the cheapest of those, the highest projected QPS"),
+                 "the cheapest of those, the fewest code bytes per scanned vector, then the highest projected QPS"),
         "k": k,
         "target_recall": target_recall,
         "ntotal": int(ntotal),
