@@ -17,7 +17,8 @@
    queries, one search per distinct query vector (DuckDB's worker threads run them side by side):
        SELECT q.id, r.* FROM queries AS q, LATERAL faiss_search(q.embedding, k := 10) AS r;
    the batched form calls the arrow UDFs in the select list and unnests there, one
-   index.search per chunk (up to 2048) of rows, about twice the LATERAL form's throughput:
+   index.search per chunk (up to 2048) of rows: 2.7-6.7x the LATERAL form's throughput at
+   1M and 200k vectors (BENCHMARKS.md, issue 15):
        SELECT q.id, unnest(faiss_topk(q.embedding, 10), recursive := true)
        FROM queries AS q;
        SELECT q.id, unnest(exact_rerank(q.embedding,
