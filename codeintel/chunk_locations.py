@@ -85,6 +85,8 @@ def refresh(connection: duckdb.DuckDBPyConnection, catalog: Path) -> bool:
     added = added_parts(before, store) if before is not None else None
     if added is None:
         reset(connection)
+        if not parts:
+            return True  # a store of no chunks: nothing to insert, and nothing for read_parquet to read
         added, deleted_before = parts, deleted_ids
     else:
         deleted_before = before / store_schema.DELETED_IDS_FILE
@@ -127,7 +129,10 @@ def table_store_version(connection: duckdb.DuckDBPyConnection) -> str | None:
     """The store version ``chunk_locations`` holds, or None (never filled)."""
     if not relation_exists(connection, STORE_TABLE):
         return None
-    row = connection.execute(f"SELECT store_version FROM {STORE_TABLE}").fetchone()
+    try:
+        row = connection.execute(f"SELECT store_version FROM {STORE_TABLE}").fetchone()
+    except duckdb.Error:  # not the table this module writes: refill from scratch
+        return None
     return row[0] if row else None
 
 

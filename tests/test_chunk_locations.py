@@ -169,3 +169,15 @@ def test_a_table_of_other_columns_is_made_again(repo: Path, tmp_path: Path) -> N
     with bootstrap.open_catalog(catalog):
         pass
     assert_matches_store(catalog)
+
+
+def test_a_foreign_store_table_is_replaced(repo: Path, tmp_path: Path) -> None:  # noqa: F811
+    """A chunk_locations_store that is not this module's (another tool's, a hand edit) is not trusted."""
+    catalog = tmp_path / "catalog"
+    bootstrap.ingest(repo, catalog)
+    with bootstrap.open_catalog(catalog) as session:
+        session.connection.execute("CREATE OR REPLACE TABLE chunk_locations_store AS SELECT 1 AS something_else")
+        session.connection.execute("DELETE FROM chunk_locations")
+    with bootstrap.open_catalog(catalog):
+        pass
+    assert_matches_store(catalog)
