@@ -144,7 +144,9 @@ def prepare(connection: duckdb.DuckDBPyConnection, session: Session) -> Session:
         #    persisted, unless they read another directory (the catalog was moved or copied): then
         #    TEMP views over this catalog's files shadow them, on this connection.  Read-only is
         #    the current database's: `serve` ATTACHes the catalog READ_ONLY to an in-memory database.
-        #    An ingesting session applies them once, after it publishes (codeintel.store.write_store).
+        #    A writing session also brings the keyed chunk_locations table to the current store
+        #    (codeintel/chunk_locations.py).  An ingesting session applies both once, after it
+        #    publishes (codeintel.store.write_store).
         if not database_read_only(connection):
             # Store versions of an older layout get the file views/chunks.sql reads first.
             if upgraded := upgrade_store_versions(context.catalog_dir):

@@ -505,8 +505,8 @@ WORD = re.compile(r'[^\w"]*(?:"((?:[^"]|"")*)"|(\w+))')
 def sql_words(text: str) -> frozenset[str]:
     """The identifiers and keywords of SQL text, lower-cased, as DuckDB's tokenizer reads them.
 
-    Cached: the thread rule reads every macro and view body again after each statement that
-    may define one (an ingest script defines a dozen temp views), and the bodies rarely change.
+    Cached: core_owning_names tokenizes every macro and view body each time it reads them (once per
+    connection, and again after apply_macros or apply_views), and the bodies rarely change.
     """
     # The tokenizer gives where each token starts; WORD reads the token from there.
     return frozenset({
