@@ -14,7 +14,16 @@ import bootstrap
 from codeintel import chunk_locations, demo, layout, sqlfiles
 from codeintel.corpus import DEMO_PACKAGES
 from codeintel.errors import CatalogError
-from udfs import faiss_build, faiss_current, faiss_loaded, faiss_search, faiss_sweep, faiss_versions, store_schema
+from udfs import (
+    faiss_build,
+    faiss_current,
+    faiss_loaded,
+    faiss_search,
+    faiss_sweep,
+    faiss_versions,
+    hit_locations,
+    store_schema,
+)
 from udfs.context import CatalogContext
 from udfs.settings import Settings
 
@@ -25,7 +34,7 @@ __all__ = [
     "core_owning_names", "core_owner_threads", "sql_words",
     "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "plan_index", "store_fingerprint",
     "current_version", "publish", "load_current", "build_faiss_index", "faiss_topk", "exact_rerank",
-    "faiss_search_hits", "HITS_TYPE",
+    "faiss_search_hits", "HITS_TYPE", "LOCATED_HITS_TYPE", "current_locations",
     "tune", "TUNE_BATCH_QUERIES", "REFINE_K_FACTOR",
     "catalog_context", "setting",
 ]
@@ -75,6 +84,9 @@ exact_rerank = faiss_search.exact_rerank
 #: The UDF behind the faiss_search macro, and the hits list type the FAISS UDFs return.
 faiss_search_hits = faiss_search.faiss_search_hits
 HITS_TYPE: str = faiss_search.HITS_TYPE
+#: faiss_search_hits' type (hits with uri, bytes and lines), and where the current store's chunks are.
+LOCATED_HITS_TYPE: str = faiss_search.LOCATED_HITS_TYPE
+current_locations = hit_locations.current_locations
 #: Autotune's sweep of a loaded index, and the queries per call of its batched timings.
 tune = faiss_sweep.tune
 TUNE_BATCH_QUERIES: int = faiss_sweep.BATCH_QUERIES

@@ -9,9 +9,10 @@ Per synthetic store size (``--sizes``; data and catalogs shared with bench_searc
    over ``--statements`` statements:
 
    * ``SELECT 1`` and a native (tuple) Python UDF on one row: DuckDB's floor;
-   * ``faiss_topk(getvariable('q'), 10)``; ``faiss_search(...)`` alone, joined to ``chunks``
-     (the store's Parquet parts) and to ``chunk_locations`` (the keyed table), the latter also
-     with DuckDB at ``threads = 1`` (set and restored untimed around the statement);
+   * ``faiss_topk(getvariable('q'), 10)``; ``faiss_search(...)`` alone (each hit with its uri,
+     bytes and lines), joined to ``chunks`` (the store's Parquet parts) and to
+     ``chunk_locations`` (the keyed table), the latter also with DuckDB at ``threads = 1`` (set
+     and restored untimed around the statement);
    * the issue's form, the query in a one-row table read by a scalar subquery;
    * ``index.search`` of the one vector (1 OpenMP thread, as the UDF runs it) and
      ``LoadedIndex.search``;
@@ -21,8 +22,8 @@ Per synthetic store size (``--sizes``; data and catalogs shared with bench_searc
 3. DuckDB vss HNSW in an in-memory DuckDB (``--skip-vss`` to leave out): build seconds,
    batched LATERAL QPS and the single-query p50 at its cheapest ``hnsw_ef_search`` meeting
    the same recall;
-4. with the embedder in the statement, ``faiss_search(embed(text)) JOIN chunks`` and
-   ``embed(text)`` alone, per embedder: MiniLM over the synthetic store (384-d, as MiniLM's),
+4. with the embedder in the statement, ``faiss_search(embed(text))`` alone and joined to
+   ``chunks``, and ``embed(text)`` alone, per embedder: MiniLM over the synthetic store (384-d, as MiniLM's),
    the static code embedder over a small catalog ingested from this repository's ``udfs/``.
 
 Results: ``bench/results/search_latency_<dataset>.json``, tables on stdout, and with ``--write`` the
@@ -154,7 +155,8 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
             "index.search (1 vector)": index_search,
             "LoadedIndex.search": lambda: loaded.search(current["q"], K),
             "faiss_topk(q, 10)": run("SELECT faiss_topk(getvariable('q'), 10)"),
-            "faiss_search(q, k := 10)": run("SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
+            "faiss_search(q, k := 10), hits with uri and lines": run(
+                "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)"),
             "faiss_search JOIN chunks": run(join),
             "faiss_search JOIN chunk_locations": run(located),
             "faiss_search JOIN chunk_locations, DuckDB threads = 1": one_thread,
@@ -185,6 +187,11 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
         connection.create_function("bench_arrow_constant_hits", lambda v: constant, ["FLOAT[]"],
                                    adapters.HITS_TYPE, type="arrow")
         hit_ids = [int(h["chunk_id"]) for h in constant.to_pylist()[0]]
+        located = adapters.current_locations(context, "bench")
+        hit_array = np.array(hit_ids, dtype=np.int64)
+        located_hits = list(zip(range(1, K + 1), hit_ids, [1.0] * K, *located.locate(hit_array), strict=True))
+        connection.create_function("bench_native_constant_hits", lambda v: located_hits, ["FLOAT[]"],
+                                   adapters.LOCATED_HITS_TYPE, type="native")
         connection.execute("CREATE OR REPLACE TEMP TABLE bench_hits AS SELECT unnest(?::BIGINT[]) AS chunk_id",
                            [hit_ids])
         current: dict[str, Any] = {}
@@ -218,6 +225,10 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
             "index.search, 1 query, 1 OpenMP thread": search(1),
             "faiss_search_hits Python body (no DuckDB)": lambda: adapters.faiss_search_hits(
                 context, current["q"], float(K), 1.0),
+            "locating 10 hits (udfs/hit_locations.py)": lambda: located.locate(hit_array),
+            "native UDF returning 10 constant located hits, unnested as faiss_search does (no search)": run(
+                "SELECT hit.rank, hit.uri, hit.start_line, hit.end_line, hit.score "
+                "FROM (SELECT unnest(bench_native_constant_hits(getvariable('q'))) AS hit)"),
             "EXPLAIN SELECT 1": run("EXPLAIN SELECT 1"),
             "EXPLAIN faiss_search (bind, plan, and the UDF call DuckDB folds on a constant q)": run(
                 "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
@@ -334,8 +345,8 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int) -> dict[str, Any]:
 
 
 def embed_forms(catalog: Path, settings: dict[str, Any], count: int) -> dict[str, Any]:
-    """``embed(text)`` alone and inside ``faiss_search(...)`` joined to ``chunks`` and to ``chunk_locations``,
-    another text each statement."""
+    """``embed(text)`` alone and inside ``faiss_search(...)``, alone (uri and lines included) and joined to
+    ``chunks`` and to ``chunk_locations``, another text each statement."""
     connection = adapters.connect(catalog, settings=settings)
     try:
         texts = [f"{TEXTS[i % len(TEXTS)]} {i}" for i in range(count + 3)]
@@ -348,6 +359,9 @@ def embed_forms(catalog: Path, settings: dict[str, Any], count: int) -> dict[str
                 "JOIN chunks AS c ON c.id = h.chunk_id")
         actions = {
             "SELECT embed(text)": lambda: connection.execute("SELECT embed(?)", [current["text"]]).fetchall(),
+            "faiss_search(embed(text)), hits with uri and lines": lambda: connection.execute(
+                "SELECT rank, uri, start_line, end_line, score FROM faiss_search(embed(?), k := 10)",
+                [current["text"]]).fetchall(),
             "faiss_search(embed(text)) JOIN chunks": lambda: connection.execute(join, [current["text"]]).fetchall(),
             "faiss_search(embed(text)) JOIN chunk_locations": lambda: connection.execute(
                 join.replace("JOIN chunks AS c", "JOIN chunk_locations AS c"), [current["text"]]).fetchall(),

@@ -16,7 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from udfs import store_schema
-from udfs.versioned_dir import VersionedDir
+
+# The store's directory is defined where its files are (the UDFs read it too); named here as well.
+from udfs.store_schema import STORE_DIR as STORE_DIR
+from udfs.store_schema import STORE_MANIFEST as STORE_MANIFEST
+from udfs.store_schema import current_store as current_store
+from udfs.store_schema import store_versions as store_versions
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SQL_DIR = PROJECT_DIR / "sql"
@@ -25,19 +30,6 @@ MACROS_DIR = SQL_DIR / "macros"
 
 CATALOG_DB = "catalog.duckdb"
 SETTINGS_FILE = "settings.json"
-STORE_DIR = "store"
-STORE_MANIFEST = "store.json"
-
-
-def store_versions(catalog: Path) -> VersionedDir:
-    """The chunk store: ``store/versions/<version>/`` {chunks*.parquet (udfs/store_schema.py),
-    deleted_ids.parquet, files.parquet, modules.jsonl, store.json}."""
-    return VersionedDir(catalog / STORE_DIR, STORE_MANIFEST, "store")
-
-
-def current_store(catalog: Path) -> Path | None:
-    """The published store version's directory, or None before the first ingest."""
-    return store_versions(catalog).current_path()
 
 
 def read_store_manifest(store: Path) -> dict[str, Any]:

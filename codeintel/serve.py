@@ -18,8 +18,9 @@ all sessions share one loaded FAISS index.  How the pieces fit:
 * **Cores.**  DuckDB's ``threads`` is one setting per database instance, not per connection,
   so the thread rule is kept per generation (:class:`ThreadGate`): while any session runs a
   statement that calls a core-owning UDF, the instance runs on one thread.
-* **Live index.**  The UDFs read ``index/CURRENT`` per call (``udfs.faiss_current``) through
-  the shared context: a published or rolled-back version reaches the next statement.
+* **Live index.**  The UDFs read ``index/CURRENT`` and ``store/CURRENT`` per call
+  (``udfs.faiss_current``, ``udfs.hit_locations``) through the shared context: a published or
+  rolled-back version reaches the next statement.
 
 This module never imports ``bootstrap``: the CLI passes its preparing functions in.
 """
@@ -53,8 +54,7 @@ from codeintel.catalog_db import writer_lock
 from codeintel.errors import CatalogError
 from codeintel.layout import CATALOG_DB
 from codeintel.sqlfiles import core_owning_names, names_calling, quote_literal
-from udfs import faiss_current
-from udfs.context import CatalogContext
+from udfs.context import CatalogContext, pinned
 
 LOG = logging.getLogger("codeintel.serve")
 
@@ -589,7 +589,7 @@ class ServedSession:
                 # Read whole inside the gate: the SET threads that ends it runs on this connection,
                 # which would close a result still streaming.  Search results are small.
                 # One index version for the whole statement, even if a publish lands mid-way.
-                with self.generation.gate.single(self.connection), faiss_current.pinned(self.catalog.context):
+                with self.generation.gate.single(self.connection), pinned(self.catalog.context):
                     self.connection.execute(sql, params or None)
                     table = self.connection.fetch_arrow_table() if self.connection.description else None
                 reader = table.to_reader() if table is not None else None

@@ -1,5 +1,6 @@
 /* Sample semantic search over the demo store: for a few questions, the three chunks the
-   published FAISS index ranks highest (faiss_search, one batched LATERAL search). */
+   published FAISS index ranks highest (faiss_search through LATERAL, one search per question;
+   each hit carries its location, chunks adds the symbols). */
 WITH questions(question) AS (
     VALUES
         ('parse a JSON document from a string'),
@@ -13,7 +14,7 @@ embedded AS (
 SELECT
     e.question AS question,
     hit.rank AS rank,
-    c.uri || ':' || c.start_line || '-' || c.end_line AS location,
+    hit.uri || ':' || hit.start_line || '-' || hit.end_line AS location,
     c.symbols AS symbols,
     hit.score::DECIMAL(5, 3) AS score
 FROM embedded AS e,

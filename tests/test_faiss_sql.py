@@ -437,7 +437,8 @@ def test_rerank_with_k_factor_improves_ivf_pq_recall(synthetic_catalog: Path, co
 
 def test_faiss_search_with_embed(synthetic_catalog: Path, connection) -> None:
     build_index(synthetic_catalog, "flat")
-    rows = connection.execute("SELECT * FROM faiss_search(embed('parse a config file'), k := 10)").fetchall()
+    rows = connection.execute(
+        "SELECT rank, chunk_id, score FROM faiss_search(embed('parse a config file'), k := 10)").fetchall()
     assert [rank for rank, _, _ in rows] == list(range(1, 11))
     scores = [score for _, _, score in rows]
     assert scores == sorted(scores, reverse=True)

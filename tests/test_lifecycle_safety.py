@@ -30,6 +30,7 @@ import bootstrap
 from codeintel import catalog_db, layout, sqlfiles
 from udfs import faiss_build, faiss_current, faiss_versions
 from udfs import versioned_dir as staging_dirs
+from udfs.context import pinned
 
 #: How long a child may take to import the project and reach its sleep.
 CHILD_READY_SECONDS = 120
@@ -383,13 +384,13 @@ def test_a_copied_catalog_reads_its_own_files(synthetic_catalog: Path, tmp_path:
 
 
 def test_a_pinned_statement_keeps_the_version_it_met_first(synthetic_catalog: Path) -> None:
-    """Calls inside faiss_current.pinned (one statement in serve) use one version across a publish."""
+    """Calls inside udfs.context.pinned (one statement in serve) use one version across a publish."""
     first = faiss_build.build_index(synthetic_catalog, "flat")["version"]
     second = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=8)["version"]
     query = "SELECT faiss_topk(embedding, 5) FROM chunks ORDER BY id LIMIT 3"
     with bootstrap.open_catalog(synthetic_catalog, read_only=True) as session:
         connection, context = session.connection, session.context
-        with sqlfiles.duckdb_threads(connection, 1), faiss_current.pinned(context):
+        with sqlfiles.duckdb_threads(connection, 1), pinned(context):
             before = connection.execute(query).fetchall()
             assert faiss_current.load_current(context).version == second
             faiss_versions.publish(synthetic_catalog, first)

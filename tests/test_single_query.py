@@ -66,7 +66,8 @@ def test_one_query_equals_the_batched_path(flat, fast_calls, k: int) -> None:
     for row in (0, 7, BATCH - 1):
         query = [queries[row].tolist()]
         (single,) = connection.execute(f"SELECT faiss_topk(?::FLOAT[], {k})", query).fetchone()
-        macro = connection.execute(f"SELECT * FROM faiss_search(?::FLOAT[384], k := {k})", query).fetchall()
+        macro = connection.execute(
+            f"SELECT rank, chunk_id, score FROM faiss_search(?::FLOAT[384], k := {k})", query).fetchall()
         expected_ranks, expected_ids, expected_scores = hit_columns(batched[row])
         assert len(expected_ids) == min(k, len(ids))
         for ranks, chunk_ids, scores in (hit_columns(single),

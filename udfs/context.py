@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from udfs.settings import Settings
 
@@ -38,3 +39,45 @@ class CatalogContext:
             if key not in self.resources:
                 self.resources[key] = factory()
             return self.resources[key]
+
+
+T = TypeVar("T")
+
+#: Per thread: the statement in progress on this thread, if its runner pinned one.
+_pins = threading.local()
+
+
+@dataclasses.dataclass
+class _Pin:
+    context: CatalogContext
+    #: What the statement met first, per resource key (the index version, the store's locations).
+    met: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def pinned(context: CatalogContext) -> Iterator[None]:
+    """Every UDF call on this thread inside the block uses one version of each versioned resource.
+
+    A statement whose UDF is called once per chunk of rows (a batched LATERAL search) would
+    otherwise see a publish or rollback that lands between two chunks, and answer with two
+    versions.  A statement runner (``codeintel.serve``) wraps each statement, which runs on its
+    own thread under the thread rule (DuckDB threads = 1 executes on the caller): the version
+    the first call met serves the whole statement; the next statement sees the new one.  Calls
+    from other threads fall back to the per-call check.
+    """
+    previous = getattr(_pins, "pin", None)
+    _pins.pin = _Pin(context)
+    try:
+        yield
+    finally:
+        _pins.pin = previous
+
+
+def statement_resource(context: CatalogContext, key: str, current: Callable[[], T]) -> T:
+    """``current()`` (a resource as published now), or inside :func:`pinned` the one the statement met first."""
+    pin = getattr(_pins, "pin", None)
+    if pin is None or pin.context is not context:
+        return current()
+    if key not in pin.met:
+        pin.met[key] = current()
+    return pin.met[key]

@@ -10,13 +10,9 @@ and ``autotune_target_recall``).
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import threading
-from collections.abc import Iterator
 
-from udfs.context import CatalogContext
+from udfs.context import CatalogContext, statement_resource
 from udfs.faiss_loaded import LoadedIndex, load_version
 from udfs.faiss_sweep import TuningResult, tune
 from udfs.faiss_tuning import apply_profile
@@ -27,35 +23,6 @@ from udfs.settings import Settings
 logger = logging.getLogger("codeintel.autotune")
 
 RESOURCE_KEY = "faiss.loaded_index"
-
-
-@dataclasses.dataclass
-class _Pin:
-    context: CatalogContext
-    loaded: LoadedIndex | None = None  # the version the statement met first
-
-
-#: Per thread: the statement in progress on this thread, if its runner pinned one.
-_pins = threading.local()
-
-
-@contextlib.contextmanager
-def pinned(context: CatalogContext) -> Iterator[None]:
-    """Every FAISS UDF call on this thread inside the block uses one index version.
-
-    A statement whose UDF is called once per chunk of rows (a batched LATERAL search)
-    would otherwise see a publish or rollback that lands between two chunks, and answer
-    with two versions.  A statement runner (``codeintel.serve``) wraps each statement, which
-    runs on its own thread under the thread rule (DuckDB threads = 1 executes on the caller):
-    the version the first call loads serves the whole statement; the next statement sees
-    the new one.  Calls from other threads fall back to the per-call check.
-    """
-    previous = getattr(_pins, "pin", None)
-    _pins.pin = _Pin(context)
-    try:
-        yield
-    finally:
-        _pins.pin = previous
 
 
 def tune_on_start(loaded: LoadedIndex, settings: Settings) -> TuningResult | None:
@@ -77,13 +44,9 @@ def _load(context: CatalogContext, version: str) -> LoadedIndex:
 
 
 def load_current(context: CatalogContext) -> LoadedIndex:
-    """The published index, cached in ``context.resources`` and reloaded when CURRENT points elsewhere."""
-    pin = getattr(_pins, "pin", None)
-    if pin is not None and pin.context is context:
-        if pin.loaded is None:
-            pin.loaded = _published(context)
-        return pin.loaded
-    return _published(context)
+    """The published index, cached in ``context.resources`` and reloaded when CURRENT points elsewhere;
+    inside :func:`udfs.context.pinned`, the version the statement met first."""
+    return statement_resource(context, RESOURCE_KEY, lambda: _published(context))
 
 
 def _published(context: CatalogContext) -> LoadedIndex:

@@ -18,8 +18,9 @@
 * ``faiss_search_hits(q, k DOUBLE, k_factor DOUBLE)``: the hits list behind the ``faiss_search``
   table macro (sql/macros/faiss_search.sql), a native (one row per call) UDF: the macro's
   argument checks, then faiss_topk's search of the one query, or with k_factor above 1
-  exact_rerank of ceil(k * k_factor) candidates.  One UDF call, so the macro binds no CASE
-  arms per statement.
+  exact_rerank of ceil(k * k_factor) candidates, each hit with its chunk's uri, bytes and lines
+  (:mod:`udfs.hit_locations`).  One UDF call, so the macro binds no CASE arms and joins nothing
+  per statement.
 * One query (``faiss_search_hits``, a one-row ``faiss_topk``) takes ``_one_query_hits``: the
   same checks, search and exact fallback without the batch's Arrow kernels, and
   ``LoadedIndex.search`` gives a one-row search one OpenMP thread (no team to wake).  Its hits
@@ -45,10 +46,16 @@ import pyarrow.compute as pc
 from udfs.context import CatalogContext
 from udfs.faiss_current import load_current
 from udfs.faiss_loaded import METRICS, LoadedIndex
+from udfs.hit_locations import LOCATED_FIELD_TYPES, current_locations
 from udfs.metrics import REFINE_KEPT_RATIO, REFINE_SECONDS, RERANK_UNKNOWN_IDS, TOPK_EXACT_FALLBACK
 from udfs.registry import UdfError, UdfSpec, combined
 
 HITS_TYPE = "STRUCT(rank INTEGER, chunk_id BIGINT, score FLOAT)[]"
+#: faiss_search's hits: faiss_topk's fields, then where each chunk is (udfs/hit_locations.py).
+LOCATED_HITS_TYPE = (
+    "STRUCT(rank INTEGER, chunk_id BIGINT, score FLOAT, "
+    + ", ".join(f"{name} {sql_type}" for name, sql_type in LOCATED_FIELD_TYPES) + ")[]"
+)
 _HITS_ARROW_TYPE = pa.list_(pa.struct([("rank", pa.int32()), ("chunk_id", pa.int64()), ("score", pa.float32())]))
 _COS, _L2 = METRICS.index("cos"), METRICS.index("l2")
 # Candidates scored per gather from vectors.npy: bounds the temporary copy (64k x d floats)
@@ -398,10 +405,11 @@ def _query_vector(q: list[float | None]) -> np.ndarray:
 
 def faiss_search_hits(
     context: CatalogContext, q: list[float | None] | None, k: float | None, k_factor: float | None
-) -> list[tuple[int, int, float]] | None:
+) -> list[tuple[Any, ...]] | None:
     """The hits behind the ``faiss_search`` table macro, one query per call (a native UDF):
     the macro's checks, faiss_topk, and with k_factor above 1, exact_rerank of ceil(k * k_factor)
-    candidates.  NULL q gives NULL (no rows).
+    candidates; each hit with where its chunk is in the current store (udfs/hit_locations.py).
+    NULL q gives NULL (no rows).
 
     Native, not arrow: a one-query statement is what analysts, dashboard tiles and report loops
     send, and DuckDB's arrow call path alone costs more than the search there (arrow UDF
@@ -425,16 +433,19 @@ def faiss_search_hits(
     row_k = int(np.floor(ks[0] + 0.5))
     if factors[0] == 1:
         ids, scores = _one_query_hits(loaded, vector, row_k)
-        return list(zip(range(1, len(ids) + 1), ids.tolist(), scores.tolist(), strict=True))
-    ann_ids, _ = _one_query_hits(loaded, vector, int(np.ceil(ks[0] * factors[0])))
-    reranked = exact_rerank(
-        context,
-        pa.array([vector], pa.list_(pa.float32())),
-        pa.array([ann_ids], pa.list_(pa.int64())),
-        pa.array([row_k], pa.int32()),
-        pa.nulls(1, pa.string()),
-    )
-    return [(hit["rank"], hit["chunk_id"], hit["score"]) for hit in reranked.to_pylist()[0]]
+    else:
+        ann_ids, _ = _one_query_hits(loaded, vector, int(np.ceil(ks[0] * factors[0])))
+        reranked = exact_rerank(
+            context,
+            pa.array([vector], pa.list_(pa.float32())),
+            pa.array([ann_ids], pa.list_(pa.int64())),
+            pa.array([row_k], pa.int32()),
+            pa.nulls(1, pa.string()),
+        ).flatten()
+        ids = reranked.field("chunk_id").to_numpy()
+        scores = reranked.field("score").to_numpy()
+    locations = current_locations(context, "faiss_search").locate(ids)
+    return list(zip(range(1, len(ids) + 1), ids.tolist(), scores.tolist(), *locations, strict=True))
 
 
 def _faiss_set_params(context: CatalogContext, params: str) -> str:
@@ -471,11 +482,12 @@ REGISTRY: tuple[UdfSpec, ...] = (
         name="faiss_search_hits",
         function=faiss_search_hits,
         parameters=("FLOAT[]", "DOUBLE", "DOUBLE"),
-        return_type=HITS_TYPE,
+        return_type=LOCATED_HITS_TYPE,
         kind="native",
         null_handling="special",
         doc="The hits of the faiss_search macro, one query per call: faiss_topk(q, k), or with k_factor > 1 "
-        "exact_rerank of ceil(k * k_factor) candidates; checks k and k_factor.",
+        "exact_rerank of ceil(k * k_factor) candidates, each with its chunk's uri, bytes and lines; checks k and "
+        "k_factor.",
     ),
     UdfSpec(
         name="exact_rerank",

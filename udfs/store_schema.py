@@ -31,6 +31,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from udfs.versioned_dir import VersionedDir
+
 #: (name, Arrow type) of every column but the embedding, in file order.
 CHUNK_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("id", pa.int64()),  # stable 63-bit id: blake2b(uri, byte range, content)
@@ -59,6 +61,22 @@ CHUNK_PARTS_GLOB = "chunks*.parquet"
 #: One column, ``id``: chunks of the parts that are not in the store any more.
 DELETED_IDS_FILE = "deleted_ids.parquet"
 DELETED_IDS_SCHEMA = pa.schema([("id", pa.int64())])
+
+
+#: The store's versioned directory under a catalog, and each version's manifest.
+STORE_DIR = "store"
+STORE_MANIFEST = "store.json"
+
+
+def store_versions(catalog: Path) -> VersionedDir:
+    """The chunk store: ``store/versions/<version>/`` {chunks*.parquet, deleted_ids.parquet,
+    files.parquet, modules.jsonl, store.json}."""
+    return VersionedDir(Path(catalog) / STORE_DIR, STORE_MANIFEST, "store")
+
+
+def current_store(catalog: Path) -> Path | None:
+    """The published store version's directory, or None before the first ingest."""
+    return store_versions(catalog).current_path()
 
 
 def chunk_schema(dimension: int) -> pa.Schema:
@@ -120,6 +138,16 @@ def _scratch_database() -> duckdb.DuckDBPyConnection:
     return duckdb.connect(":memory:")
 
 
+def _live_rows(files: list[str], deleted: Path | None) -> tuple[str, dict[str, Any]]:
+    """A FROM clause over the parts' rows less the ``deleted`` file's ids (alias ``s``), and its parameters."""
+    parameters: dict[str, Any] = {"files": files}
+    source = "read_parquet($files) AS s"
+    if deleted is not None and pq.read_metadata(deleted).num_rows:
+        source += " ANTI JOIN read_parquet($deleted) AS d ON d.id = s.id"
+        parameters["deleted"] = str(deleted)
+    return source, parameters
+
+
 def read_vectors(parts: Sequence[Path], dimension: int, *, deleted: Path | None = None,
                  sort_by_id: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids, float32 (rows, dimension) vectors, rows with a NULL embedding left out) of ``parts``, in
@@ -131,11 +159,7 @@ def read_vectors(parts: Sequence[Path], dimension: int, *, deleted: Path | None 
     memory took 0.7 s), and the vectors are a view of the Arrow result when it is one batch.
     """
     files = [str(part) for part in parts]
-    parameters: dict[str, Any] = {"files": files}
-    source = "read_parquet($files) AS s"
-    if deleted is not None and pq.read_metadata(deleted).num_rows:
-        source += " ANTI JOIN read_parquet($deleted) AS d ON d.id = s.id"
-        parameters["deleted"] = str(deleted)
+    source, parameters = _live_rows(files, deleted)
     connection = _scratch_database().cursor()
     try:
         rows = connection.execute(f"SELECT count(*) FROM {source}", parameters).fetchone()[0]
@@ -151,6 +175,25 @@ def read_vectors(parts: Sequence[Path], dimension: int, *, deleted: Path | None 
     vectors = pieces[0] if len(pieces) == 1 else np.concatenate(pieces) if pieces else np.empty((0, dimension),
                                                                                                   np.float32)
     return table.column("id").to_numpy(), vectors, int(rows - table.num_rows)
+
+
+def read_locations(store: Path) -> pa.Table:
+    """:data:`LOCATION_COLUMNS` of a store version's chunks, sorted by id (an empty table for a
+    version of no part).  Read and sorted by DuckDB: 0.04 s at 200k chunks and 0.23 s at 1M, where
+    pyarrow's read and sort took 0.3 and 0.5 s."""
+    files = [str(part) for part in chunk_parts(store)]
+    schema = pa.schema(list(LOCATION_COLUMNS))
+    if not files:
+        return schema.empty_table()
+    deleted = Path(store) / DELETED_IDS_FILE
+    source, parameters = _live_rows(files, deleted if deleted.is_file() else None)
+    columns = ", ".join(f"s.{name}" for name, _ in LOCATION_COLUMNS)
+    connection = _scratch_database().cursor()
+    try:
+        table = connection.execute(f"SELECT {columns} FROM {source} ORDER BY s.id", parameters).to_arrow_table()
+    finally:
+        connection.close()
+    return table.cast(schema)
 
 
 class NullIdError(ValueError):

@@ -1,7 +1,14 @@
-/* faiss_search(q, k := 10, k_factor := 1.0) -> rank INTEGER, chunk_id BIGINT, score FLOAT:
+/* faiss_search(q, k := 10, k_factor := 1.0) -> rank INTEGER, chunk_id BIGINT, score FLOAT,
+       uri VARCHAR, start_byte BIGINT, end_byte BIGINT, start_line INTEGER, end_line INTEGER:
    the k nearest chunks to ONE query vector q (FLOAT[] or FLOAT[n], e.g. embed(...)) on the
    published FAISS index, best first, over faiss_search_hits (udfs/faiss_search.py).  score is a
-   similarity, higher is better (for an 'l2' index, the negated squared distance).
+   similarity, higher is better (for an 'l2' index, the negated squared distance).  uri, bytes
+   and lines say where the chunk is in the current store, the values of the chunks view and of
+   chunk_locations, so a search needs no join for them (one over chunks cost 3.5 ms at 200k
+   chunks, one over chunk_locations 0.7 ms, against 1.1 ms for the search: BENCHMARKS.md); they
+   are NULL for a hit the store no longer holds (an index older than the store: see
+   v_faiss_orphan_ids), as a LEFT JOIN to chunks would give.  Join chunks for content, language,
+   kind or symbols.
      q         the query vector; an empty q, or a zero q on an 'ip' or 'cos' index (faiss_topk's
                error), is an error
      k         hits, at least 1 (default 10); k above the store size returns every chunk, for
@@ -10,7 +17,8 @@
                candidates and exact_rerank keeps the exact top k of them, scored with the
                index's metric from the stored vectors; worth it for ivf_pq, where PQ distances
                are approximate
-       SELECT * FROM faiss_search(embed('parse a config file'), k := 10);
+       SELECT rank, uri, start_line, end_line, score
+       FROM faiss_search(embed('parse a config file'), k := 10);
    One query per call of faiss_search_hits, a native UDF: a one-query statement (what an
    analyst, a dashboard tile or a report loop sends) skips DuckDB's arrow call path, which
    costs more than the search there (bench/bench_latency.py).  LATERAL works for a batch of
@@ -34,7 +42,12 @@ CREATE OR REPLACE TEMP MACRO faiss_search(q, k := 10, k_factor := 1.0) AS TABLE
 SELECT
     hit.rank AS rank,
     hit.chunk_id AS chunk_id,
-    hit.score AS score
+    hit.score AS score,
+    hit.uri AS uri,
+    hit.start_byte AS start_byte,
+    hit.end_byte AS end_byte,
+    hit.start_line AS start_line,
+    hit.end_line AS end_line
 FROM (
     -- One UDF call does the argument checks (k, k_factor, k * k_factor, an empty q: in DOUBLE,
     -- before any INTEGER cast or product can overflow, naming this macro and the argument),
