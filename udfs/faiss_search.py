@@ -475,6 +475,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         parameters=("FLOAT[]", "INTEGER"),
         return_type=HITS_TYPE,
         null_handling="special",
+        side_effects=True,  # reads the published index
         owns_cores=True,
         doc="Top-k chunks of the published index per query vector (rank from 1, higher score is better).",
     ),
@@ -485,6 +486,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         return_type=LOCATED_HITS_TYPE,
         kind="native",
         null_handling="special",
+        side_effects=True,  # reads the published index
         doc="The hits of the faiss_search macro, one query per call: faiss_topk(q, k), or with k_factor > 1 "
         "exact_rerank of ceil(k * k_factor) candidates, each with its chunk's uri, bytes and lines; checks k and "
         "k_factor.",
@@ -495,6 +497,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
         parameters=("FLOAT[]", "BIGINT[]", "INTEGER", "VARCHAR"),
         return_type=HITS_TYPE,
         null_handling="special",
+        side_effects=True,  # reads the published index
         owns_cores=True,
         doc="Exact top-k of candidate chunk ids by metric 'ip', 'cos' or 'l2' (NULL: the index's) over the "
         "stored vectors.",
@@ -518,6 +521,7 @@ REGISTRY: tuple[UdfSpec, ...] = (
             "device VARCHAR, parameters VARCHAR, store_fingerprint VARCHAR, built_at VARCHAR)"
         ),
         kind="native",
+        side_effects=True,  # reads the published index
         doc="Facts about the published index as loaded by this connection.",
     ),
 )
