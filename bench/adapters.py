@@ -30,7 +30,7 @@ from udfs.settings import Settings
 __all__ = [
     "DEMO_PACKAGES", "CatalogError", "CatalogContext",
     "PROJECT_DIR", "SQL_DIR", "connect", "open_catalog", "load_extensions", "current_store", "read_store_manifest",
-    "import_chunks", "ingest", "run_script", "apply_views", "build_bm25_index", "build_index",
+    "read_locations", "import_chunks", "ingest", "run_script", "apply_views", "build_bm25_index", "build_index",
     "core_owning_names", "core_owner_threads", "sql_words",
     "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "plan_index", "store_fingerprint",
     "current_version", "publish", "load_current", "build_faiss_index", "faiss_topk", "exact_rerank",
@@ -59,6 +59,8 @@ load_extensions = bootstrap.load_extensions
 import_chunks = bootstrap.import_chunks
 #: A store version's chunks (its parts but the deleted ids), as an Arrow table of the given columns.
 read_live_chunks = store_schema.read_live_chunks
+#: A store version's id, uri, bytes and lines, sorted by id.
+read_locations = store_schema.read_locations
 CHUNK_COLUMNS = store_schema.column_names()
 ingest = bootstrap.ingest
 #: The CLI's index build (``sql/build_index.sql``): builds and publishes ``family``, returns the manifest.

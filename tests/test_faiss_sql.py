@@ -666,25 +666,28 @@ def test_a_udf_call_searches_for_no_missing_module(synthetic_catalog: Path, conn
 
 def test_a_prepared_search_answers_from_the_index_published_at_execute(synthetic_catalog: Path, connection,
                                                                        store) -> None:
-    """The FAISS UDFs read state a publish replaces (side_effects=True): DuckDB must not fold a call on
-    constant arguments once at PREPARE and answer every EXECUTE with it."""
+    """A query passed as a parameter is searched at every EXECUTE, on the index published then, and
+    faiss_index_info (side_effects) answers at every EXECUTE.  The search UDFs fold on constant
+    arguments (udfs/faiss_search.py), so a PREPARE of a constant query keeps its first answer."""
     exact = build_index(synthetic_catalog, "flat")
     approximate = build_index(synthetic_catalog, "ivf_pq", nprobe=4)
-    literal = "[" + ", ".join(repr(float(x)) for x in perturbed_queries(store.vectors, 1, seed=3)[0]) + "]::FLOAT[384]"
+    query = perturbed_queries(store.vectors, 1, seed=3)[0].tolist()
+    connection.execute("SET VARIABLE q = ?::FLOAT[384]", [query])
     statements = {
-        "search": f"SELECT chunk_id, score FROM faiss_search({literal}, k := 5)",
-        "topk": f"SELECT [h.score FOR h IN faiss_topk({literal}, 5)]",
-        "rerank": f"SELECT [h.chunk_id FOR h IN exact_rerank({literal}, [1, 2, 3]::BIGINT[], 2, NULL)]",
-        "info": "SELECT version FROM faiss_index_info()",
+        "search": "SELECT chunk_id, score, uri FROM faiss_search($1::FLOAT[384], k := 5)",
+        "topk": "SELECT [h.score FOR h IN faiss_topk($1::FLOAT[384], 5)]",
+        "rerank": "SELECT [h.score FOR h IN exact_rerank($1::FLOAT[384], [1, 2, 3]::BIGINT[], 2, NULL)]",
     }
     for name, sql in statements.items():
         connection.execute(f"PREPARE prepared_{name} AS {sql}")
-    at_prepare = {name: connection.execute(f"EXECUTE prepared_{name}").fetchall() for name in statements}
-    assert at_prepare["info"] == [(approximate["version"],)]
+    connection.execute("PREPARE prepared_info AS SELECT version FROM faiss_index_info()")
+    execute = {name: f"EXECUTE prepared_{name}(getvariable('q'))" for name in statements}
+    at_prepare = {name: connection.execute(sql).fetchall() for name, sql in execute.items()}
+    assert connection.execute("EXECUTE prepared_info").fetchall() == [(approximate["version"],)]
 
     faiss_versions.publish(synthetic_catalog, exact["version"])
     for name, sql in statements.items():
-        assert connection.execute(f"EXECUTE prepared_{name}").fetchall() == connection.execute(sql).fetchall(), name
+        assert connection.execute(execute[name]).fetchall() == connection.execute(sql, [query]).fetchall(), name
     assert connection.execute("EXECUTE prepared_info").fetchall() == [(exact["version"],)]
     # Flat's exact scores differ from IVF-PQ's approximate ones: the search really ran again.
-    assert connection.execute("EXECUTE prepared_search").fetchall() != at_prepare["search"]
+    assert connection.execute(execute["search"]).fetchall() != at_prepare["search"]

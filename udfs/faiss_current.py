@@ -23,6 +23,7 @@ from udfs.settings import Settings
 logger = logging.getLogger("codeintel.autotune")
 
 RESOURCE_KEY = "faiss.loaded_index"
+VERSIONS_KEY = "faiss.index_versions"  # made once per context: every search call reads its CURRENT
 
 
 def tune_on_start(loaded: LoadedIndex, settings: Settings) -> TuningResult | None:
@@ -50,7 +51,7 @@ def load_current(context: CatalogContext) -> LoadedIndex:
 
 
 def _published(context: CatalogContext) -> LoadedIndex:
-    versions = index_versions(context.catalog_dir)
+    versions = context.resource(VERSIONS_KEY, lambda: index_versions(context.catalog_dir))
     version = versions.current()
     if version is None:
         raise UdfError(

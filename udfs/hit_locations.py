@@ -32,6 +32,7 @@ from udfs.versioned_dir import VersionedDir
 logger = logging.getLogger("codeintel.faiss")
 
 RESOURCE_KEY = "store.hit_locations"
+VERSIONS_KEY = "store.versions"  # made once per context: every search call reads its CURRENT
 #: The location columns after ``id``, in file order: what each hit gets beside rank, id and score.
 LOCATED_FIELDS: tuple[str, ...] = tuple(name for name, _ in store_schema.LOCATION_COLUMNS if name != "id")
 if LOCATED_FIELDS[0] != "uri":  # StoreLocations codes the uri, the first field, and keeps the rest as numbers
@@ -99,7 +100,7 @@ def current_locations(context: CatalogContext, function: str) -> StoreLocations:
 
 
 def _published(context: CatalogContext, function: str) -> StoreLocations:
-    versions = store_schema.store_versions(context.catalog_dir)
+    versions = context.resource(VERSIONS_KEY, lambda: store_schema.store_versions(context.catalog_dir))
     version = versions.current()
     cached = context.resources.get(RESOURCE_KEY)
     if cached is not None and cached.store_version == version:

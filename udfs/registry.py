@@ -49,8 +49,8 @@ class UdfSpec:
     exception_handling: Literal["default", "return_null"] = "default"
     #: DuckDB must call the function every time: it writes, or it reads state that changes under
     #: the connection (the published index, the store).  Without it DuckDB folds a call on
-    #: constant arguments once, at PREPARE, and every EXECUTE returns that answer, even after a
-    #: publish (tests/test_faiss_sql.py).
+    #: constant arguments while planning, once at PREPARE, and every EXECUTE returns that answer,
+    #: even after a publish (udfs/faiss_search.py says why its search UDFs accept that).
     side_effects: bool = False
     #: The function runs its own thread pool (FAISS's OpenMP team, onnxruntime) over the whole
     #: chunk; statements that call it run with DuckDB threads=1 (bootstrap.core_owning_names).

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
@@ -245,13 +246,18 @@ class VersionedDir:
     def current_link(self) -> Path:
         return self.root / "CURRENT"
 
+    @functools.cached_property
+    def _current_link_text(self) -> str:
+        # Every search call reads CURRENT: pathlib's joins cost more than the readlink.
+        return os.fspath(self.current_link)
+
     def path(self, version: str) -> Path:
         return self.versions / version
 
     def current(self) -> str | None:
         """The published version (one readlink: cheap enough per UDF call), or None."""
         try:
-            return Path(os.readlink(self.current_link)).name
+            return os.path.basename(os.readlink(self._current_link_text))
         except FileNotFoundError:
             return None
         except OSError as error:
