@@ -1,11 +1,13 @@
 """The keyed ``chunk_locations`` table of catalog.duckdb, and applying the catalog's views with it.
 
-A one-query statement joins its ten hits to the chunks for uri and lines.  Through the
-``chunks`` view that opens the store's Parquet parts and their metadata on every statement:
-about 3 ms at 200k chunks and 8 ms at 1M; a DuckDB table keyed by id answers in about 1 ms
-(bench/bench_latency.py).  So catalog.duckdb keeps where each chunk is
+Ids from elsewhere (a pool, a saved run, a stock client's own list) are joined to the chunks for
+uri and lines.  Through the ``chunks`` view that opens the store's Parquet parts and their
+metadata on every statement: about 3 ms at 200k chunks and 8 ms at 1M for ten ids; a DuckDB
+table keyed by id answers in about 1 ms (bench/bench_latency.py), and stock clients and BI tools,
+which cannot call our UDFs, read it too.  So catalog.duckdb keeps where each chunk is
 (``store_schema.LOCATION_COLUMNS``: id, uri, bytes and lines), keyed by id, and
-``chunk_locations_store`` names the store version those rows are of.
+``chunk_locations_store`` names the store version those rows are of.  (``faiss_search`` locates
+its own hits in memory, udfs/hit_locations.py, from the same store files.)
 
 Every writing session brings the table to the current store version
 (:func:`apply_catalog_objects`), reading only what changed since the version it holds: after an

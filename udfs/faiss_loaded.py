@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import threading
@@ -107,21 +108,32 @@ class LoadedIndex:
         if self.metric == "cos":
             queries = queries.copy()
             faiss.normalize_L2(queries)
-        with self._in_flight_lock:
-            self._in_flight += 1
-            in_flight = self._in_flight
-        try:
-            # One query: FAISS parallelises over queries, so a team would only be woken to idle.
-            threads = 1 if len(queries) == 1 else self.threads or max(1, (os.cpu_count() or 1) // in_flight)
-            faiss.omp_set_num_threads(threads)
+        if len(queries) == 1:
+            # One query: FAISS parallelises over queries, so a team would only be woken to idle;
+            # one thread needs no count of the searches in flight.
+            faiss.omp_set_num_threads(1)
             started = time.perf_counter()
             with self.search_lock or contextlib.nullcontext():
                 distances, labels = self.index.search(queries, k)
-        finally:
+        else:
             with self._in_flight_lock:
-                self._in_flight -= 1
-        ANN_SEARCH_SECONDS.labels(family=self.family).observe(time.perf_counter() - started)
+                self._in_flight += 1
+                in_flight = self._in_flight
+            try:
+                faiss.omp_set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // in_flight))
+                started = time.perf_counter()
+                with self.search_lock or contextlib.nullcontext():
+                    distances, labels = self.index.search(queries, k)
+            finally:
+                with self._in_flight_lock:
+                    self._in_flight -= 1
+        self._search_seconds.observe(time.perf_counter() - started)
         return (-distances if self.metric == "l2" else distances), labels
+
+    @functools.cached_property
+    def _search_seconds(self) -> Any:
+        """This family's child of the search-time histogram (a labels() lookup costs a lock per call)."""
+        return ANN_SEARCH_SECONDS.labels(family=self.family)
 
     def rows_of(self, chunk_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Faiss rows of ``chunk_ids`` and whether each id is in the index (rows of unknown ids are 0)."""

@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -189,9 +190,8 @@ def _one_query_hits(loaded: LoadedIndex, vector: np.ndarray, k: int) -> tuple[np
     if k < 1:
         raise UdfError(f"faiss_topk: k must be at least 1, got {k}")
     matrix = vector.reshape(1, -1)
-    one = np.ones(1, dtype=bool)
-    if loaded.metric != "l2":
-        _refuse_zero_queries(matrix, one, one, "faiss_topk")
+    if loaded.metric != "l2" and not vector.any():
+        _refuse_zero_queries(matrix, np.ones(1, dtype=bool), np.ones(1, dtype=bool), "faiss_topk")
     k_search = min(k, loaded.ntotal)
     if loaded.max_k is not None and k_search > loaded.max_k:
         raise UdfError(
@@ -366,32 +366,30 @@ _MAX_K = 2_147_483_647
 
 def _shown(value: float) -> str:
     """An argument as the refusal shows it: integral values without a decimal point, as passed."""
-    if np.isnan(value):
+    if math.isnan(value):
         return "NULL"
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
-def _check_search_arguments(ks: np.ndarray, factors: np.ndarray) -> None:
+def _check_search_arguments(k: float, k_factor: float) -> None:
     """faiss_search's argument checks, in the macro's order and words; NULL (NaN here) fails each.
 
-    They run on DOUBLE values, before any INTEGER cast or product could overflow.
+    They run on DOUBLE values, before any INTEGER cast or product could overflow.  Plain floats,
+    not numpy: one query's checks are on the path of every single-query statement.
     """
     checks = (
-        ("k", ks, ~(ks >= 1), "be at least 1", ""),
-        ("k", ks, ~(ks <= _MAX_K), f"be at most {_MAX_K}",
+        ("k", k, not k >= 1, "be at least 1", ""),
+        ("k", k, not k <= _MAX_K, f"be at most {_MAX_K}",
          "; ask for fewer hits (k above the store size already returns every chunk)"),
-        ("k_factor", factors, ~(factors >= 1), "be at least 1", ""),
+        ("k_factor", k_factor, not k_factor >= 1, "be at least 1", ""),
     )
-    for name, values, bad, rule, hint in checks:
-        if bad.any():
-            first = np.flatnonzero(bad)[0]
-            raise UdfError(f"faiss_search: {name} must {rule}, got {_shown(values[first])}{hint}")
-    bad = ~(ks * factors <= _MAX_K)
-    if bad.any():
-        first = np.flatnonzero(bad)[0]
+    for name, value, bad, rule, hint in checks:
+        if bad:
+            raise UdfError(f"faiss_search: {name} must {rule}, got {_shown(value)}{hint}")
+    if not k * k_factor <= _MAX_K:
         raise UdfError(
             f"faiss_search: k * k_factor must be at most {_MAX_K} candidates, got "
-            f"{_shown(ks[first])} * {_shown(factors[first])}; lower k or k_factor"
+            f"{_shown(k)} * {_shown(k_factor)}; lower k or k_factor"
         )
 
 
@@ -420,9 +418,9 @@ def faiss_search_hits(
     (LoadedIndex.search), so this UDF does not own the cores and its statements keep DuckDB's
     threads (no thread rule).
     """
-    ks = np.array([np.nan if k is None else k], dtype=np.float64)
-    factors = np.array([np.nan if k_factor is None else k_factor], dtype=np.float64)
-    _check_search_arguments(ks, factors)
+    k = math.nan if k is None else float(k)
+    k_factor = math.nan if k_factor is None else float(k_factor)
+    _check_search_arguments(k, k_factor)
     if q is None:
         return None
     if len(q) == 0:
@@ -430,11 +428,11 @@ def faiss_search_hits(
     vector = _query_vector(q)
     loaded = load_current(context)
     # CAST(k AS INTEGER) as DuckDB does it: to the nearest integer, halves away from zero.
-    row_k = int(np.floor(ks[0] + 0.5))
-    if factors[0] == 1:
+    row_k = math.floor(k + 0.5)
+    if k_factor == 1:
         ids, scores = _one_query_hits(loaded, vector, row_k)
     else:
-        ann_ids, _ = _one_query_hits(loaded, vector, int(np.ceil(ks[0] * factors[0])))
+        ann_ids, _ = _one_query_hits(loaded, vector, math.ceil(k * k_factor))
         reranked = exact_rerank(
             context,
             pa.array([vector], pa.list_(pa.float32())),
