@@ -469,7 +469,8 @@ def _faiss_index_info(context: CatalogContext) -> dict[str, Any]:
 # faiss_topk, faiss_search_hits and exact_rerank read the published index yet do not declare
 # side_effects: on constant arguments (a literal, embed('text'), getvariable) DuckDB then folds the
 # call while planning, on the calling thread, where a volatile call waits for a worker thread:
-# 0.1 ms of a 1.4 ms faiss_search statement, 0.5 ms of a one-row faiss_topk (bench, 200k vectors).
+# 0.11-0.15 ms of a 1.4 ms faiss_search statement, 0.4-0.5 ms of a one-row faiss_topk (same-process
+# A/B at 200k vectors, BENCHMARKS.md).
 # The price: a PREPAREd statement whose query is constant keeps the answer of PREPARE across a
 # publish; a parameter ($1, embed($1)) is evaluated at every EXECUTE (tests/test_faiss_sql.py).
 REGISTRY: tuple[UdfSpec, ...] = (

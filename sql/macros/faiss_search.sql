@@ -4,8 +4,8 @@
    published FAISS index, best first, over faiss_search_hits (udfs/faiss_search.py).  score is a
    similarity, higher is better (for an 'l2' index, the negated squared distance).  uri, bytes
    and lines say where the chunk is in the current store, the values of the chunks view and of
-   chunk_locations, so a search needs no join for them (one over chunks cost 3.5 ms at 200k
-   chunks, one over chunk_locations 0.7 ms, against 1.1 ms for the search: BENCHMARKS.md); they
+   chunk_locations, so a search needs no join for them (at 200k chunks 1.45 ms a statement,
+   where the same search joined to chunk_locations took 2.3 ms and to chunks 4.6: BENCHMARKS.md); they
    are NULL for a hit the store no longer holds (an index older than the store: see
    v_faiss_orphan_ids), as a LEFT JOIN to chunks would give.  Join chunks for content, language,
    kind or symbols.
@@ -33,6 +33,8 @@
                                         [h.chunk_id FOR h IN faiss_topk(q.embedding, 40)],
                                         10, 'ip'), recursive := true)
        FROM queries AS q;
+   In a PREPAREd statement pass the query as a parameter, faiss_search(embed($1)): DuckDB folds a
+   constant query's search at PREPARE and keeps that answer across publishes (udfs/faiss_search.py).
    TEMP, like every macro here, so catalog.duckdb stays openable by a stock DuckDB client. */
 
 CREATE OR REPLACE TEMP MACRO faiss_search(q, k := 10, k_factor := 1.0) AS TABLE
