@@ -127,13 +127,10 @@ def test_an_unreadable_store_part_is_named_with_the_fix(synthetic_catalog: Path)
     part = store_schema.chunk_parts(layout.current_store(synthetic_catalog))[0]
     part.unlink()  # a hard link may share the file with another version: write a new one
     part.write_bytes(b"not parquet")
-    connection = bootstrap.connect(synthetic_catalog, read_only=True)
-    try:
-        with pytest.raises(duckdb.Error, match=r"faiss_search: cannot read where the chunks of store version "
-                                               r"\S+ are .*; re-ingest the repository"):
-            connection.execute("SELECT * FROM faiss_search(embed('x'), k := 3)").fetchall()
-    finally:
-        connection.close()
+    refusal = r"faiss_search: cannot read where the chunks of store version \S+ are .*; re-ingest the repository"
+    with bootstrap.connect(synthetic_catalog, read_only=True) as connection, pytest.raises(duckdb.Error,
+                                                                                           match=refusal):
+        connection.execute("SELECT * FROM faiss_search(embed('x'), k := 3)").fetchall()
 
 
 def test_locate_by_hand() -> None:

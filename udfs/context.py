@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 from udfs.settings import Settings
 
+T = TypeVar("T")
+
 
 @dataclasses.dataclass
 class CatalogContext:
@@ -40,8 +42,19 @@ class CatalogContext:
                 self.resources[key] = factory()
             return self.resources[key]
 
+    def versioned(self, key: str, version: str | None, load: Callable[[], T]) -> T:
+        """The resource ``key`` of ``version`` (a published version's name): the cached one when it is
+        of that version, else ``load()``'s, made under the lock once however many threads ask."""
+        cached = self.resources.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        with self.lock:
+            cached = self.resources.get(key)
+            if cached is None or cached[0] != version:
+                cached = (version, load())
+                self.resources[key] = cached
+            return cached[1]
 
-T = TypeVar("T")
 
 #: Per thread: the statement in progress on this thread, if its runner pinned one.
 _pins = threading.local()

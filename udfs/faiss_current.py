@@ -57,12 +57,4 @@ def _published(context: CatalogContext) -> LoadedIndex:
         raise UdfError(
             f"faiss: no index is published in {versions.root}; {BUILD_HINT.format(catalog=context.catalog_dir)}"
         )
-    cached = context.resources.get(RESOURCE_KEY)
-    if cached is not None and cached.version == version:
-        return cached
-    with context.lock:
-        cached = context.resources.get(RESOURCE_KEY)
-        if cached is None or cached.version != version:
-            cached = _load(context, version)
-            context.resources[RESOURCE_KEY] = cached
-        return cached
+    return context.versioned(RESOURCE_KEY, version, lambda: _load(context, version))

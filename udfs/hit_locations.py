@@ -102,15 +102,7 @@ def current_locations(context: CatalogContext, function: str) -> StoreLocations:
 def _published(context: CatalogContext, function: str) -> StoreLocations:
     versions = context.resource(VERSIONS_KEY, lambda: store_schema.store_versions(context.catalog_dir))
     version = versions.current()
-    cached = context.resources.get(RESOURCE_KEY)
-    if cached is not None and cached.store_version == version:
-        return cached
-    with context.lock:
-        cached = context.resources.get(RESOURCE_KEY)
-        if cached is None or cached.store_version != version:
-            cached = _read(version, versions, function)
-            context.resources[RESOURCE_KEY] = cached
-        return cached
+    return context.versioned(RESOURCE_KEY, version, lambda: _read(version, versions, function))
 
 
 def _read(version: str | None, versions: VersionedDir, function: str) -> StoreLocations:
