@@ -227,8 +227,8 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
                 context, current["q"], float(K), 1.0),
             "locating 10 hits (udfs/hit_locations.py)": lambda: located.locate(hit_array),
             "native UDF returning 10 constant located hits, unnested as faiss_search does (no search)": run(
-                "SELECT hit.rank, hit.uri, hit.start_line, hit.end_line, hit.score "
-                "FROM (SELECT unnest(bench_native_constant_hits(getvariable('q'))) AS hit)"),
+                "SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
+                "FROM unnest(bench_native_constant_hits(getvariable('q'))) AS hits(hit))"),
             "EXPLAIN SELECT 1": run("EXPLAIN SELECT 1"),
             "EXPLAIN faiss_search (bind, plan, and the UDF call DuckDB folds on a constant q)": run(
                 "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
