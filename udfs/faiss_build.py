@@ -394,7 +394,7 @@ class StoreSnapshot:
 
 
 def _store_dir(catalog_dir: Path) -> Path:
-    return Path(catalog_dir) / "store" / "CURRENT"
+    return store_schema.current_link(catalog_dir)
 
 
 def read_store(catalog_dir: Path) -> StoreSnapshot:
@@ -406,11 +406,11 @@ def read_store(catalog_dir: Path) -> StoreSnapshot:
     store = _store_dir(catalog_dir)
     chunks_path = store / store_schema.CHUNK_PARTS_GLOB
     parts = store_schema.chunk_parts(store)
-    if not parts or not (store / "store.json").is_file():
+    if not parts or not (store / store_schema.STORE_MANIFEST).is_file():
         raise UdfError(
             f"faiss_build: no chunk store at {store} (no {store_schema.CHUNK_PARTS_GLOB}); build the chunk store first"
         )
-    info = json.loads((store / "store.json").read_text())
+    info = json.loads((store / store_schema.STORE_MANIFEST).read_text())
     source = {name: info.get(name) for name in ("embedder", "embedder_sha256", "chunker")}
     # store.json is written before its directory gets the version name, so the name is the version.
     version = str(info.get("version") or store.resolve().name)

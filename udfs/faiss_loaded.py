@@ -111,24 +111,26 @@ class LoadedIndex:
         if len(queries) == 1:
             # One query: FAISS parallelises over queries, so a team would only be woken to idle;
             # one thread needs no count of the searches in flight.
-            faiss.omp_set_num_threads(1)
-            started = time.perf_counter()
-            with self.search_lock or contextlib.nullcontext():
-                distances, labels = self.index.search(queries, k)
+            distances, labels = self._timed_search(queries, k, threads=1)
         else:
             with self._in_flight_lock:
                 self._in_flight += 1
                 in_flight = self._in_flight
             try:
-                faiss.omp_set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // in_flight))
-                started = time.perf_counter()
-                with self.search_lock or contextlib.nullcontext():
-                    distances, labels = self.index.search(queries, k)
+                threads = self.threads or max(1, (os.cpu_count() or 1) // in_flight)
+                distances, labels = self._timed_search(queries, k, threads)
             finally:
                 with self._in_flight_lock:
                     self._in_flight -= 1
-        self._search_seconds.observe(time.perf_counter() - started)
         return (-distances if self.metric == "l2" else distances), labels
+
+    def _timed_search(self, queries: np.ndarray, k: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+        faiss.omp_set_num_threads(threads)
+        started = time.perf_counter()
+        with self.search_lock or contextlib.nullcontext():
+            found = self.index.search(queries, k)
+        self._search_seconds.observe(time.perf_counter() - started)
+        return found
 
     @functools.cached_property
     def _search_seconds(self) -> Any:

@@ -33,6 +33,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from udfs import store_schema
 from udfs.faiss_params import ours_from_faiss
 from udfs.registry import UdfError
 from udfs.versioned_dir import VersionedDir
@@ -76,7 +77,8 @@ def read_manifest(directory: Path, catalog_dir: Path) -> dict[str, Any]:
 def store_fingerprint(catalog_dir: Path) -> str | None:
     """The fingerprint of the published chunk store, or None when there is none."""
     try:
-        return str(json.loads((Path(catalog_dir) / "store" / "CURRENT" / "store.json").read_text())["fingerprint"])
+        manifest = store_schema.current_link(catalog_dir) / store_schema.STORE_MANIFEST
+        return str(json.loads(manifest.read_text())["fingerprint"])
     except (FileNotFoundError, KeyError, json.JSONDecodeError):
         return None
 

@@ -35,8 +35,8 @@ RESOURCE_KEY = "store.hit_locations"
 VERSIONS_KEY = "store.versions"  # made once per context: every search call reads its CURRENT
 #: The location columns after ``id``, in file order: what each hit gets beside rank, id and score.
 LOCATED_FIELDS: tuple[str, ...] = tuple(name for name, _ in store_schema.LOCATION_COLUMNS if name != "id")
-if LOCATED_FIELDS[0] != "uri":  # StoreLocations codes the uri, the first field, and keeps the rest as numbers
-    raise ImportError(f"udfs.hit_locations expects uri first among the location columns, not {LOCATED_FIELDS}")
+#: The integer fields among them (StoreLocations codes the uri).
+_NUMBER_FIELDS = tuple(name for name in LOCATED_FIELDS if name != "uri")
 _SQL_TYPES = {pa.int64(): "BIGINT", pa.int32(): "INTEGER", pa.string(): "VARCHAR"}
 #: The SQL type of those fields, for the hits' STRUCT.
 LOCATED_FIELD_TYPES: tuple[tuple[str, str], ...] = tuple(
@@ -52,7 +52,7 @@ class StoreLocations:
     ids: np.ndarray  # int64, ascending
     uri_codes: np.ndarray  # per id, the position of its uri in ``uris``
     uris: list[str]
-    numbers: tuple[np.ndarray, ...]  # LOCATED_FIELDS after uri, row-aligned with ids
+    numbers: tuple[np.ndarray, ...]  # _NUMBER_FIELDS, row-aligned with ids
 
     @classmethod
     def empty(cls) -> StoreLocations:
@@ -65,7 +65,7 @@ class StoreLocations:
         # A NULL uri (a hand-made import) keeps its NULL: code len(uris) names the None appended.
         codes = uris.indices.fill_null(len(uris.dictionary)).to_numpy()
         return cls(store_version, table.column("id").to_numpy(), codes, [*uris.dictionary.to_pylist(), None],
-                   tuple(_numbers(table.column(name)) for name in LOCATED_FIELDS[1:]))
+                   tuple(_numbers(table.column(name)) for name in _NUMBER_FIELDS))
 
     def locate(self, chunk_ids: np.ndarray) -> list[list]:
         """Per LOCATED_FIELDS a list over ``chunk_ids``: the chunk's value, None where the store lacks the id.
@@ -83,7 +83,8 @@ class StoreLocations:
             for values in (uris, *numbers):
                 for position in missing:
                     values[position] = None
-        return [uris, *numbers]
+        by_field = {"uri": uris, **dict(zip(_NUMBER_FIELDS, numbers, strict=True))}
+        return [by_field[name] for name in LOCATED_FIELDS]
 
 
 def _numbers(column: pa.ChunkedArray) -> np.ndarray:

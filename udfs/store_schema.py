@@ -74,6 +74,12 @@ def store_versions(catalog: Path) -> VersionedDir:
     return VersionedDir(Path(catalog) / STORE_DIR, STORE_MANIFEST, "store")
 
 
+def current_link(catalog: Path) -> Path:
+    """``store/CURRENT``, the symlink to the published version: a file opened through it is the
+    published version's at that moment."""
+    return store_versions(catalog).current_link
+
+
 def current_store(catalog: Path) -> Path | None:
     """The published store version's directory, or None before the first ingest."""
     return store_versions(catalog).current_path()
