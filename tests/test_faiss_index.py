@@ -63,6 +63,30 @@ def test_plan_derives_factory_strings_from_options() -> None:
     assert plan_index("ivf_pq", 2000, 384, BuildOptions()).factory == "IVF51,PQ48x5np"
     assert plan_index("ivf_sq", 2000, 384, BuildOptions()).factory == "IVF51,SQfp16"
     assert plan_index("ivf_sq", 2000, 384, BuildOptions(sq_type="8")).factory == "IVF51,SQ8"
+    # From 1024 lists a query finds its lists through an HNSW graph over the centroids, except on GPU.
+    assert plan_index("ivf_sq", 200_000, 384, BuildOptions()).factory == "IVF1789_HNSW32,SQfp16"
+    assert plan_index("ivf_sq", 200_000, 384, BuildOptions(use_gpu=True)).factory == "IVF1789,SQfp16"
+    assert plan_index("ivf_flat", 200_000, 384, BuildOptions(nlist=1023)).factory == "IVF1023,Flat"
+    assert plan_index("ivf_pq", 1_000_000, 384, BuildOptions(opq=True)).factory == "OPQ48,IVF4000_HNSW32,PQ48x8np"
+
+
+def test_flat_coarse_quantizer_keeps_the_lists_for_the_gpu_cloner() -> None:
+    """An HNSW-quantized IVF made GPU-cloneable: a flat quantizer over the same centroids, the
+    same lists, so probing every list is exact search (numpy brute force)."""
+    rng = np.random.default_rng(7)
+    vectors = rng.standard_normal((3000, 16), dtype=np.float32)
+    queries = rng.standard_normal((12, 16), dtype=np.float32)
+    index = faiss.IndexIDMap2(faiss.index_factory(16, "IVF40_HNSW32,Flat", faiss.METRIC_INNER_PRODUCT))
+    index.train(vectors)
+    index.add_with_ids(vectors, np.arange(3000, dtype=np.int64) * 5)
+    swapped = faiss_loaded.flat_coarse_quantizer(index)
+    ivf = faiss.extract_index_ivf(swapped)
+    assert isinstance(faiss.downcast_index(ivf.quantizer), faiss.IndexFlat) and ivf.quantizer.ntotal == 40
+    ivf.nprobe = 40
+    _, labels = swapped.search(queries, 10)
+    np.testing.assert_array_equal(labels, np.argsort(-(queries @ vectors.T), axis=1, kind="stable")[:, :10] * 5)
+    plain = faiss.IndexFlatIP(16)
+    assert faiss_loaded.flat_coarse_quantizer(plain) is plain
 
 
 @pytest.mark.parametrize(

@@ -76,6 +76,14 @@ DEFAULT_TRAIN_SAMPLE = 50_000
 BUILD_VECTORS_PER_THREAD = 50_000
 #: Vectors per add call of a build (not HNSW), so a long add reports progress between batches.
 ADD_BATCH_ROWS = 100_000
+# IVF indexes with at least this many lists find a query's lists through an HNSW graph over the
+# centroids (factory "IVF<n>_HNSW32") instead of scanning every centroid.  One query's search is
+# mostly that scan, a pass over nlist x d floats that a single-query statement meets cold: at
+# 200k x 384 (IVF1789,SQfp16, 2.7 MB of centroids) index.search of one vector took 0.72 ms cold
+# and 0.43 warm, with the graph 0.49 and 0.33, at the same recall after tuning and the same
+# batched QPS and build time (BENCHMARKS.md, issue 15).  Below it the scan is tens of microseconds.
+# Builds for the GPU keep the flat quantizer faiss's GPU cloner expects.
+HNSW_QUANTIZER_MIN_NLIST = 1024
 # OPQ trains an internal 8-bit PQ (256 centroids per sub-space) whatever pq_nbits is.
 OPQ_MIN_TRAIN = TRAIN_POINTS_PER_CENTROID * 256
 
@@ -299,14 +307,15 @@ def plan_index(
     else:
         nlist = options.nlist
     nprobe = min(options.nprobe, nlist)
+    quantizer = "HNSW32" if nlist >= HNSW_QUANTIZER_MIN_NLIST and not options.use_gpu else "Flat"
     parameters.update(nlist=nlist, nprobe=nprobe, train_size=train_size, seed=options.seed)
+    # The factory string names the quantizer (not a build parameter: an update compares factories).
+    ivf = f"IVF{nlist}" if quantizer == "Flat" else f"IVF{nlist}_{quantizer}"
     if family in ("ivf_flat", "ivf_sq"):
         codes = "Flat" if family == "ivf_flat" else f"SQ{options.sq_type}"
         if family == "ivf_sq":
             parameters.update(sq_type=options.sq_type)
-        return IndexPlan(
-            family, reason, f"IVF{nlist},{codes}", options.metric, f"nprobe={nprobe}", train_size, parameters
-        )
+        return IndexPlan(family, reason, f"{ivf},{codes}", options.metric, f"nprobe={nprobe}", train_size, parameters)
 
     pq_m = options.pq_m or _default_pq_m(dimension)
     if dimension % pq_m:
@@ -329,7 +338,7 @@ def plan_index(
     rotation = f"OPQ{pq_m}," if options.opq else ""
     # "np": no polysemous training, which only serves Hamming-threshold search we never use and
     # made training 50x slower (11 s instead of 0.2 s for 2000 x 384).
-    factory = f"{rotation}IVF{nlist},PQ{pq_m}x{pq_nbits}np"
+    factory = f"{rotation}{ivf},PQ{pq_m}x{pq_nbits}np"
     parameters.update(pq_m=pq_m, pq_nbits=pq_nbits, opq=options.opq)
     if family == "ivf_pq":
         return IndexPlan(family, reason, factory, options.metric, f"nprobe={nprobe}", train_size, parameters)

@@ -230,10 +230,29 @@ def _place_on_device(index: faiss.Index, family: str, settings: Settings) -> tup
     options = faiss.GpuMultipleClonerOptions()
     options.shard = mode == "shard"
     try:
-        return faiss.index_cpu_to_all_gpus(index, co=options), f"gpu:{mode}:{gpus}"
+        return faiss.index_cpu_to_all_gpus(flat_coarse_quantizer(index), co=options), f"gpu:{mode}:{gpus}"
     except RuntimeError as error:
         logger.warning("faiss: cloning the %s index to GPU failed (%s); searching on CPU", family, error)
         return index, "cpu"
+
+
+def flat_coarse_quantizer(index: faiss.Index) -> faiss.Index:
+    """``index`` with an IVF's HNSW coarse quantizer (a CPU build's "IVF<n>_HNSW32",
+    udfs/faiss_build.py) replaced by a flat one over the same centroids, which faiss's GPU cloner
+    expects; the lists, codes and ids stay.  Other indexes are returned as they are."""
+    try:
+        ivf = faiss.extract_index_ivf(index)
+    except RuntimeError:  # not an IVF index
+        return index
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if not isinstance(quantizer, faiss.IndexHNSW):
+        return index
+    flat = faiss.IndexFlat(ivf.d, ivf.metric_type)
+    flat.add(quantizer.storage.reconstruct_n(0, quantizer.ntotal))
+    flat.this.disown()  # the IVF owns (and frees) its new quantizer, as it owned the graph
+    ivf.quantizer = flat
+    ivf.own_fields = True
+    return index
 
 
 def _warn_if_store_changed(loaded: LoadedIndex, catalog_dir: Path) -> None:
