@@ -157,19 +157,20 @@ def test_auto_measures_the_candidates_and_records_the_figures(
         assert entry["projected_qps"] > 0 and entry["projected_build_s"] >= 0
         assert [point["sample"] for point in entry["samples"]] == [300, 1200]
         assert all(0 <= point["recall"] <= 1 for point in entry["samples"])
+    # Build first: among the families meeting the target, those built on the larger sample within
+    # BUILD_TIE of the cheapest; of those, projected QPS within QPS_TIE of the best, then the fewest
+    # code bytes per scanned vector, then the highest projected QPS.
     meeting = [entry for entry in measurement["candidates"] if entry["meets_target"]] or measurement["candidates"]
-    best = max(entry["projected_qps"] for entry in meeting)
+    cheapest = min(entry["samples"][-1]["build_s"] for entry in meeting)
+    limit = faiss_auto.BUILD_TIE * max(cheapest, 1e-3)
+    cheap = [entry for entry in meeting if entry["samples"][-1]["build_s"] <= limit]
+    best = max(entry["projected_qps"] for entry in cheap)
+    close = [entry for entry in cheap if entry["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best]
     chosen = next(entry for entry in meeting if entry["family"] == measurement["chosen"])
-    assert chosen["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best
-    # ... built on the larger sample within BUILD_TIE of the cheapest of those close enough, and of
-    # those the fewest code bytes per scanned vector, then the highest projected QPS.
-    close = [entry for entry in meeting if entry["projected_qps"] >= (1 - faiss_auto.QPS_TIE) * best]
-    cheapest = min(entry["samples"][-1]["build_s"] for entry in close)
-    cheap = [entry for entry in close if entry["samples"][-1]["build_s"] <= faiss_auto.BUILD_TIE * max(cheapest, 1e-3)]
-    assert chosen in cheap
-    fewest = min(entry["samples"][-1]["code_bytes"] for entry in cheap)
+    assert chosen in close
+    fewest = min(entry["samples"][-1]["code_bytes"] for entry in close)
     assert chosen["samples"][-1]["code_bytes"] == fewest
-    assert chosen["projected_qps"] == max(entry["projected_qps"] for entry in cheap
+    assert chosen["projected_qps"] == max(entry["projected_qps"] for entry in close
                                           if entry["samples"][-1]["code_bytes"] == fewest)
     # Code bytes by hand: float32 storage for IVF-Flat and HNSW's, float16 for IVF-SQ (SQfp16).
     by_family = {entry["family"]: entry["samples"][-1]["code_bytes"] for entry in measurement["candidates"]}
@@ -177,6 +178,38 @@ def test_auto_measures_the_candidates_and_records_the_figures(
     assert manifest["family_reason"].startswith("auto: measured on samples of 300 and 1200 vectors")
     # An explicit family measures nothing.
     assert build_index(synthetic_catalog, "flat")["auto_measurement"] is None
+
+
+def _figures(family: str, build_s: float, qps: float, code_bytes: int, meets: bool = True) -> dict[str, object]:
+    return {"family": family, "meets_target": meets, "projected_qps": qps,
+            "samples": [{"build_s": build_s / 4, "code_bytes": code_bytes},
+                        {"build_s": build_s, "code_bytes": code_bytes}]}
+
+
+@pytest.mark.parametrize(
+    ("figures", "chosen"),
+    [
+        # The busy 1M run: HNSW projected over twice IVF-SQ's QPS, its sample build 17x longer.
+        ([_figures("ivf_flat", 0.15, 6_000, 1536), _figures("ivf_sq", 0.17, 7_500, 768),
+          _figures("hnsw", 2.6, 16_000, 1536)], "ivf_sq"),
+        # IVF-Flat projects 40% above IVF-SQ (a tie) and builds as cheaply: fewer code bytes win.
+        ([_figures("ivf_flat", 0.15, 10_500, 1536), _figures("ivf_sq", 0.17, 7_500, 768)], "ivf_sq"),
+        # Beyond the tie the faster cheap build wins.
+        ([_figures("ivf_flat", 0.15, 16_000, 1536), _figures("ivf_sq", 0.17, 7_500, 768)], "ivf_flat"),
+        # A build over BUILD_TIE of the cheapest is out, however fast.
+        ([_figures("ivf_flat", 0.15, 6_000, 1536), _figures("ivf_sq", 0.31, 60_000, 768)], "ivf_flat"),
+        # Only HNSW reaches the recall target: it is built, whatever it costs.
+        ([_figures("ivf_flat", 0.15, 6_000, 1536, meets=False), _figures("ivf_sq", 0.17, 7_500, 768, meets=False),
+          _figures("hnsw", 2.6, 3_000, 1536)], "hnsw"),
+        # None does: all compete.
+        ([_figures("ivf_flat", 0.15, 6_000, 1536, meets=False), _figures("hnsw", 2.6, 3_000, 1536, meets=False)],
+         "ivf_flat"),
+    ],
+)
+def test_auto_choice_puts_the_build_first(figures: list[dict[str, object]], chosen: str) -> None:
+    from udfs import faiss_auto
+
+    assert faiss_auto.choose(figures)["family"] == chosen
 
 
 def test_auto_projection_keeps_each_family_within_its_scaling() -> None:

@@ -18,17 +18,16 @@ and build threads) on a seeded sample of ``SAMPLE_VECTORS`` store vectors, and f
   noisy (a sample's nlist can match the data's clusters, so nprobe 1 suffices), and the clip
   keeps such a sample from promising more than the structure can give.
 
-Among the families meeting the target, the one with the cheapest projected build wins, unless
-its projected QPS is below ``1 - QPS_TIE`` of the best: the projections from samples 100 times
-smaller than the store are rough, QPS the roughest.  At 1M vectors they promised HNSW 20k and
-IVF-Flat 16k q/s; built, HNSW served 2.7k q/s after 430 s of building and IVF-Flat 4.2k after
-35 s (BENCHMARKS.md, issue 15): QPS was off by 4-7x, builds by 3-4x, while the families' builds
-differ by 5-20x.  So QPS within half of the best counts as a tie, and the build decides; builds
-within ``BUILD_TIE`` of the cheapest, as measured on the larger sample, count as a tie too (the
-projection stretches tens of milliseconds of noise), and among those the one whose search reads
-the fewest bytes per scanned vector wins (the samples sit in cache and cannot show a memory-bound
-scan: IVF-SQ served 1.3-1.6x IVF-Flat at 200k and 1M where the samples had them within 10%),
-then the highest projected QPS.
+:func:`choose` decides, build first: the projections from samples 100 times smaller than the
+store are rough, QPS the roughest.  At 1M vectors they promised HNSW 20k and IVF-Flat 16k q/s;
+built, HNSW served 2.7k q/s after 430 s of building and IVF-Flat 4.2k after 35 s
+(BENCHMARKS.md, issue 15): QPS was off by 4-7x, builds by 3-4x, while the families' builds
+differ by 5-20x.  So among the families meeting the target, those whose build on the larger
+sample took at most ``BUILD_TIE`` times the cheapest (the projection stretches tens of
+milliseconds of noise, so builds are compared as measured); of those, QPS within ``QPS_TIE``
+of the best counts as a tie, and the one whose search reads the fewest bytes per scanned vector
+wins (the samples sit in cache and cannot show a memory-bound scan: IVF-SQ served 1.3-1.6x
+IVF-Flat at 200k and 1M where the samples had them within 10%), then the highest projected QPS.
 The figures go into the manifest under ``auto_measurement``.  They are wall-clock timings on
 the building machine: on a busy machine two close families may swap between builds.
 """
@@ -52,7 +51,7 @@ logger = logging.getLogger("codeintel.faiss")
 SAMPLE_VECTORS = 10_000
 #: Held-out store vectors used as queries (not in either sample).
 QUERY_VECTORS = 500
-#: A family this close to the best projected QPS that builds faster is chosen instead (see above).
+#: Among the cheap builds, projected QPS this close to the best counts as a tie (see choose).
 QPS_TIE = 0.5
 #: Sample builds within this factor of the cheapest count as equally cheap.
 BUILD_TIE = 2.0
@@ -219,25 +218,13 @@ def measure(vectors: np.ndarray, candidates: tuple[str, ...], build: SampleBuild
                     family, small.sample, large.sample, small.search_parameters, large.search_parameters,
                     small.recall, large.recall, small.qps, large.qps, small.build_s, large.build_s,
                     ntotal, qps, build_s)
-    meeting = [entry for entry in figures if entry["meets_target"]] or figures
-    fastest = max(meeting, key=lambda entry: entry["projected_qps"])
-    close = [entry for entry in meeting if entry["projected_qps"] >= (1 - QPS_TIE) * fastest["projected_qps"]]
-    # Builds are compared as measured on the larger sample, where a factor of BUILD_TIE is noise
-    # (IVF-Flat and IVF-SQ: 0.08 and 0.09 s, which the projection stretched to 1.6 and 7.5 s at
-    # 200k though both built in 35 s at 1M).
-    cheapest = min(entry["samples"][-1]["build_s"] for entry in close)
-    cheap = [entry for entry in close if entry["samples"][-1]["build_s"] <= BUILD_TIE * max(cheapest, 1e-3)]
-    # Among the cheapest so, the one reading the fewest bytes per scanned vector, then the highest
-    # projected QPS.  A 10k-vector sample sits in cache, so the samples cannot see what the store's
-    # size does to a memory-bound list scan: IVF-SQ (2 bytes a dimension) and IVF-Flat (4) measured
-    # within 10% of each other on every sample, while built at 200k and 1M IVF-SQ served 1.3-1.6x
-    # IVF-Flat's batched QPS at the same recall and build time (BENCHMARKS.md, issue 15).
-    chosen = min(cheap, key=lambda entry: (entry["samples"][-1]["code_bytes"], -entry["projected_qps"]))
+    chosen = choose(figures)
     return {
         "chosen": chosen["family"],
-        "rule": (f"among the families at recall@{k} >= {target_recall} whose projected batched QPS is within "
-                 f"{QPS_TIE:.0%} of the best, and whose build on the larger sample took at most {BUILD_TIE:g}x "
-                 "the cheapest of those, the fewest code bytes per scanned vector, then the highest projected QPS"),
+        "rule": (f"among the families at recall@{k} >= {target_recall} whose build on the larger sample took at "
+                 f"most {BUILD_TIE:g}x the cheapest, those whose projected batched QPS is within {QPS_TIE:.0%} "
+                 "of the best of them; of those the fewest code bytes per scanned vector, then the highest "
+                 "projected QPS"),
         "k": k,
         "target_recall": target_recall,
         "ntotal": int(ntotal),
@@ -247,6 +234,30 @@ def measure(vectors: np.ndarray, candidates: tuple[str, ...], build: SampleBuild
         "measure_seconds": round(time.perf_counter() - started, 2),
         "candidates": figures,
     }
+
+
+def choose(figures: list[dict[str, Any]]) -> dict[str, Any]:
+    """The candidate ``auto`` builds, from :func:`measure`'s per-family figures (see the module's rule).
+
+    Build first: among the families meeting the recall target (all of them when none does), those
+    whose build on the larger sample took at most ``BUILD_TIE`` times the cheapest.  A family
+    that builds ten times longer is not bought with a projected QPS gain, which is the roughest
+    figure here: at 1M vectors HNSW's 10k-vector sample projected 6.4k-10.8k q/s in three quiet
+    runs and over twice IVF-SQ's in a busy one, which built HNSW for more than 10 minutes where
+    IVF-SQ takes under one (BENCHMARKS.md, issue 15).
+    """
+    meeting = [entry for entry in figures if entry["meets_target"]] or figures
+    cheapest = min(entry["samples"][-1]["build_s"] for entry in meeting)
+    cheap = [entry for entry in meeting if entry["samples"][-1]["build_s"] <= BUILD_TIE * max(cheapest, 1e-3)]
+    # QPS within QPS_TIE of the best of those counts as a tie (the projections are rough), and
+    # among the tied the one reading the fewest bytes per scanned vector wins, then the highest
+    # projected QPS.  A 10k-vector sample sits in cache, so the samples cannot see what the
+    # store's size does to a memory-bound list scan: IVF-SQ (2 bytes a dimension) and IVF-Flat
+    # (4) measured within 10% of each other on every sample, while built at 200k and 1M IVF-SQ
+    # served 1.3-1.6x IVF-Flat's batched QPS at the same recall and build time (BENCHMARKS.md).
+    best = max(entry["projected_qps"] for entry in cheap)
+    close = [entry for entry in cheap if entry["projected_qps"] >= (1 - QPS_TIE) * best]
+    return min(close, key=lambda entry: (entry["samples"][-1]["code_bytes"], -entry["projected_qps"]))
 
 
 def summary(measurement: dict[str, Any]) -> str:

@@ -79,10 +79,11 @@ ADD_BATCH_ROWS = 100_000
 # IVF indexes with at least this many lists find a query's lists through an HNSW graph over the
 # centroids (factory "IVF<n>_HNSW32") instead of scanning every centroid.  One query's search is
 # mostly that scan, a pass over nlist x d floats that a single-query statement meets cold: at
-# 200k x 384 (IVF1789,SQfp16, 2.7 MB of centroids) index.search of one vector took 0.72 ms cold
-# and 0.43 warm, with the graph 0.49 and 0.33, at the same recall after tuning and the same
-# batched QPS and build time (BENCHMARKS.md, issue 15).  Below it the scan is tens of microseconds.
-# Builds for the GPU keep the flat quantizer faiss's GPU cloner expects.
+# 200k x 384 (IVF1789,SQfp16 at nprobe 6, 2.7 MB of centroids, caches flushed between queries)
+# index.search of one vector took 0.31 ms, with the graph 0.21 ms, at recall@10 0.988 / 0.986,
+# batched QPS 16.2k / 15.7k, training and adding 11.1 s / 11.8 s (BENCHMARKS.md, issue 15).
+# Below 1024 lists the scan is tens of microseconds.  Builds for the GPU keep the flat quantizer
+# faiss's GPU cloner expects (a CPU build is given one when cloned: udfs/faiss_loaded.py).
 HNSW_QUANTIZER_MIN_NLIST = 1024
 # OPQ trains an internal 8-bit PQ (256 centroids per sub-space) whatever pq_nbits is.
 OPQ_MIN_TRAIN = TRAIN_POINTS_PER_CENTROID * 256
