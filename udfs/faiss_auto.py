@@ -55,6 +55,10 @@ QUERY_VECTORS = 500
 QPS_TIE = 0.5
 #: Sample builds within this factor of the cheapest count as equally cheap.
 BUILD_TIE = 2.0
+#: ... and so do all sample builds under this many seconds: their timings are noise (IVF-SQ's
+#: 10k-vector build measured 0.17 s and 0.38 s in runs minutes apart, IVF-Flat's 0.13-0.15 s,
+#: HNSW's 2.6-2.7 s; built at 1M both IVF families take under a minute).
+BUILD_FLOOR_S = 0.5
 #: Search-parameter sweeps, cheapest first.
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 EF_SEARCHES = (16, 32, 64, 128, 256, 512)
@@ -222,9 +226,9 @@ def measure(vectors: np.ndarray, candidates: tuple[str, ...], build: SampleBuild
     return {
         "chosen": chosen["family"],
         "rule": (f"among the families at recall@{k} >= {target_recall} whose build on the larger sample took at "
-                 f"most {BUILD_TIE:g}x the cheapest, those whose projected batched QPS is within {QPS_TIE:.0%} "
-                 "of the best of them; of those the fewest code bytes per scanned vector, then the highest "
-                 "projected QPS"),
+                 f"most {BUILD_TIE:g}x the cheapest (or {BUILD_TIE * BUILD_FLOOR_S:g} s), those whose projected "
+                 f"batched QPS is within {QPS_TIE:.0%} of the best of them; of those the fewest code bytes per "
+                 "scanned vector, then the highest projected QPS"),
         "k": k,
         "target_recall": target_recall,
         "ntotal": int(ntotal),
@@ -240,7 +244,8 @@ def choose(figures: list[dict[str, Any]]) -> dict[str, Any]:
     """The candidate ``auto`` builds, from :func:`measure`'s per-family figures (see the module's rule).
 
     Build first: among the families meeting the recall target (all of them when none does), those
-    whose build on the larger sample took at most ``BUILD_TIE`` times the cheapest.  A family
+    whose build on the larger sample took at most ``BUILD_TIE`` times the cheapest (or than
+    ``BUILD_FLOOR_S``, below which timings are noise).  A family
     that builds ten times longer is not bought with a projected QPS gain, which is the roughest
     figure here: at 1M vectors HNSW's 10k-vector sample projected 6.4k-10.8k q/s in three quiet
     runs and over twice IVF-SQ's in a busy one, which built HNSW for more than 10 minutes where
@@ -248,7 +253,8 @@ def choose(figures: list[dict[str, Any]]) -> dict[str, Any]:
     """
     meeting = [entry for entry in figures if entry["meets_target"]] or figures
     cheapest = min(entry["samples"][-1]["build_s"] for entry in meeting)
-    cheap = [entry for entry in meeting if entry["samples"][-1]["build_s"] <= BUILD_TIE * max(cheapest, 1e-3)]
+    limit = BUILD_TIE * max(cheapest, BUILD_FLOOR_S)
+    cheap = [entry for entry in meeting if entry["samples"][-1]["build_s"] <= limit]
     # QPS within QPS_TIE of the best of those counts as a tie (the projections are rough), and
     # among the tied the one reading the fewest bytes per scanned vector wins, then the highest
     # projected QPS.  A 10k-vector sample sits in cache, so the samples cannot see what the
