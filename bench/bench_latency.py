@@ -300,10 +300,19 @@ def batched(dataset: Dataset, version: str, family: str, nq: int, runs: int) -> 
         connection.close()
 
 
-def vss(dataset: Dataset, nq: int, count: int, runs: int) -> dict[str, Any]:
+#: faiss_search timed in vss's rounds, alternating with its statements (see ``vss``).
+SAME_ROUNDS = "faiss_search with uri and lines, timed in vss's rounds"
+
+
+def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = None) -> dict[str, Any]:
     """DuckDB vss HNSW (vss defaults, metric 'ip'): build, batched LATERAL QPS and single-query p50
-    at the cheapest hnsw_ef_search meeting the target (as bench_search.py measures it)."""
+    at the cheapest hnsw_ef_search meeting the target (as bench_search.py measures it).
+
+    With ``version``, the same rounds also time ``faiss_search`` on that published index, the
+    statements alternating with vss's: a ratio taken at one moment, where the single-query forms
+    and vss's phase run minutes apart on a machine whose speed drifts."""
     connection = duckdb.connect(config={"allow_unsigned_extensions": "true"})
+    ours = None
     try:
         adapters.load_extensions(connection)
         connection.execute(f"SET threads = {CORES}")
@@ -340,13 +349,23 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int) -> dict[str, Any]:
 
         def before(i: int) -> None:
             connection.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
+            if ours is not None:
+                ours.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
 
         located = single.replace("SELECT id FROM", "SELECT id, uri, start_line, end_line FROM")
-        latencies = rounds({"single": lambda: connection.execute(single).fetchall(),
-                            "located": lambda: connection.execute(located).fetchall()}, before, count)
+        actions = {"single": lambda: connection.execute(single).fetchall(),
+                   "located": lambda: connection.execute(located).fetchall()}
+        if version is not None:
+            adapters.publish(dataset.catalog, version)
+            ours = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
+            actions[SAME_ROUNDS] = lambda: ours.execute(
+                "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)").fetchall()
+        latencies = rounds(actions, before, count)
         return {"build_s": build_s, "setting": f"hnsw_ef_search={ef}", "recall": recall, "qps": nq / median(times),
-                "single": latency_summary(latencies["single"]), "single_located": latency_summary(latencies["located"])}
+                **{name: latency_summary(values) for name, values in latencies.items()}}
     finally:
+        if ours is not None:
+            ours.close()
         connection.close()
 
 
@@ -408,7 +427,8 @@ def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
                                        "batched": batched(dataset, entry["version"], family, args.queries, args.runs)}
         save(f"latency_{dataset.name}", results, args.results_dir)
     if not args.skip_vss:
-        results["vss"] = vss(dataset, args.queries, args.statements, args.runs)
+        results["vss"] = vss(dataset, args.queries, args.statements, args.runs,
+                             builds[args.families[0]]["version"])
     if not args.skip_embed:
         adapters.publish(dataset.catalog, builds[args.families[0]]["version"])
         log(f"{dataset.name}: embedder rows")
@@ -470,6 +490,11 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
                     rows.append(["vss single query, ids with uri and lines", f"{located['median_ms']:.3f}",
                                  f"{located['p90_ms']:.3f}", f"{located['median_ms'] / native:.2f}",
                                  f"{located['median_ms'] / vss_row['single']['median_ms']:.2f}"])
+                if SAME_ROUNDS in vss_row and family == next(iter(results["families"])):
+                    ours = vss_row[SAME_ROUNDS]
+                    rows.append([f"{SAME_ROUNDS} ({results['families'][family]['batched']['family']})",
+                                 f"{ours['median_ms']:.3f}", f"{ours['p90_ms']:.3f}", "",
+                                 f"{ours['median_ms'] / vss_row['single']['median_ms']:.2f}"])
             label = family if family == batch["family"] else f"{family} -> {batch['family']}"
             lines += [f"FAISS {label} `{batch['factory']}`, single-query statements (ms):", "",
                       table(["statement", "p50 ms", "p90 ms", "x native UDF (FLOAT[384])", "x vss single"], rows,
