@@ -78,10 +78,10 @@ BUILD_VECTORS_PER_THREAD = 50_000
 ADD_BATCH_ROWS = 100_000
 # IVF indexes with at least this many lists find a query's lists through an HNSW graph over the
 # centroids (factory "IVF<n>_HNSW32") instead of scanning every centroid.  One query's search is
-# mostly that scan, a pass over nlist x d floats that a single-query statement meets cold: at
-# 200k x 384 (IVF1789,SQfp16 at nprobe 6, 2.7 MB of centroids, caches flushed between queries)
-# index.search of one vector took 0.31 ms, with the graph 0.21 ms, at recall@10 0.988 / 0.986,
-# batched QPS 16.2k / 15.7k, training and adding 11.1 s / 11.8 s (BENCHMARKS.md, issue 15).
+# mostly that scan, a pass over nlist x d floats that a single-query statement meets cold:
+# bench/bench_coarse_quantizer.py measured one query's index.search at 0.40 -> 0.21 ms at 200k x 384
+# (IVF1789, 2.7 MB of centroids) and 1.21 -> 0.62 ms at 1M (IVF4000), recall@10 within 0.003 at
+# the tuned nprobe, batched QPS 3-8% lower, build times alike (BENCHMARKS.md, "Coarse quantizer").
 # Below 1024 lists the scan is tens of microseconds.  Builds for the GPU keep the flat quantizer
 # faiss's GPU cloner expects (a CPU build is given one when cloned: udfs/faiss_loaded.py).
 HNSW_QUANTIZER_MIN_NLIST = 1024
