@@ -348,9 +348,8 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = 
         queries = dataset.queries(count)
 
         def before(i: int) -> None:
-            connection.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
-            if ours is not None:
-                ours.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
+            for client in (connection, ours) if ours is not None else (connection,):
+                client.execute("SET VARIABLE q = ?::FLOAT[384]", [queries[i % len(queries)].tolist()])
 
         located = single.replace("SELECT id FROM", "SELECT id, uri, start_line, end_line FROM")
         actions = {"single": lambda: connection.execute(single).fetchall(),

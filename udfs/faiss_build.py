@@ -308,10 +308,11 @@ def plan_index(
     else:
         nlist = options.nlist
     nprobe = min(options.nprobe, nlist)
-    quantizer = "HNSW32" if nlist >= HNSW_QUANTIZER_MIN_NLIST and not options.use_gpu else "Flat"
     parameters.update(nlist=nlist, nprobe=nprobe, train_size=train_size, seed=options.seed)
-    # The factory string names the quantizer (not a build parameter: an update compares factories).
-    ivf = f"IVF{nlist}" if quantizer == "Flat" else f"IVF{nlist}_{quantizer}"
+    # The factory string names the coarse quantizer (not a build parameter: an update compares
+    # factories, so a CURRENT index built before the HNSW quantizer is rebuilt in full once).
+    hnsw_quantizer = nlist >= HNSW_QUANTIZER_MIN_NLIST and not options.use_gpu
+    ivf = f"IVF{nlist}_HNSW32" if hnsw_quantizer else f"IVF{nlist}"
     if family in ("ivf_flat", "ivf_sq"):
         codes = "Flat" if family == "ivf_flat" else f"SQ{options.sq_type}"
         if family == "ivf_sq":

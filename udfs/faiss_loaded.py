@@ -237,9 +237,11 @@ def _place_on_device(index: faiss.Index, family: str, settings: Settings) -> tup
 
 
 def flat_coarse_quantizer(index: faiss.Index) -> faiss.Index:
-    """``index`` with an IVF's HNSW coarse quantizer (a CPU build's "IVF<n>_HNSW32",
-    udfs/faiss_build.py) replaced by a flat one over the same centroids, which faiss's GPU cloner
-    expects; the lists, codes and ids stay.  Other indexes are returned as they are."""
+    """``index``, its IVF's HNSW coarse quantizer (a CPU build's "IVF<n>_HNSW32",
+    udfs/faiss_build.py) replaced in place by a flat one over the same centroids, which faiss's GPU
+    cloner expects; the lists, codes and ids stay, and so do search results with every list
+    probed.  Should the clone then fail, the CPU index searches through the flat quantizer.
+    Other indexes are returned as they are."""
     try:
         ivf = faiss.extract_index_ivf(index)
     except RuntimeError:  # not an IVF index
@@ -249,7 +251,9 @@ def flat_coarse_quantizer(index: faiss.Index) -> faiss.Index:
         return index
     flat = faiss.IndexFlat(ivf.d, ivf.metric_type)
     flat.add(quantizer.storage.reconstruct_n(0, quantizer.ntotal))
-    flat.this.disown()  # the IVF owns (and frees) its new quantizer, as it owned the graph
+    if ivf.own_fields:
+        quantizer.this.own(True)  # freed with this proxy, not leaked when the IVF lets go of it
+    flat.this.disown()  # the IVF owns (and frees) its new quantizer
     ivf.quantizer = flat
     ivf.own_fields = True
     return index
