@@ -194,7 +194,24 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
                                    adapters.LOCATED_HITS_TYPE, type="native")
         connection.execute("CREATE OR REPLACE TEMP TABLE bench_hits AS SELECT unnest(?::BIGINT[]) AS chunk_id",
                            [hit_ids])
+        # The same ten hits as a DuckDB value: the statement shape with no UDF call at all.
+        connection.create_function("bench_located_hits", lambda: located_hits, [], adapters.LOCATED_HITS_TYPE,
+                                   type="native")
+        connection.execute("SET VARIABLE bench_hits = bench_located_hits()")
         current: dict[str, Any] = {}
+        body_ms: list[float] = []
+
+        def timed_body(q: list[float]) -> int:
+            started = time.perf_counter()
+            hits = adapters.faiss_search_hits(context, q, float(K), 1.0)
+            body_ms.append((time.perf_counter() - started) * 1000)
+            return len(hits)
+
+        connection.create_function("bench_timed_body", timed_body, ["FLOAT[]"], "INTEGER", type="native")
+
+        def body_inside_statement() -> Timed:
+            connection.execute("SELECT bench_timed_body(getvariable('q'))").fetchall()
+            return Timed(body_ms[-1])
 
         def before(i: int) -> None:
             vector = queries[i % len(queries)]
@@ -226,6 +243,11 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
             "faiss_search_hits Python body (no DuckDB)": lambda: adapters.faiss_search_hits(
                 context, current["q"], float(K), 1.0),
             "locating 10 hits (udfs/hit_locations.py)": lambda: located.locate(hit_array),
+            "faiss_search_hits Python body, timed inside a statement (the cache a statement leaves)":
+                body_inside_statement,
+            "10 constant located hits in a variable, unnested as faiss_search does (no UDF, no search)": run(
+                "SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
+                "FROM unnest(getvariable('bench_hits')) AS hits(hit))"),
             "native UDF returning 10 constant located hits, unnested as faiss_search does (no search)": run(
                 "SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
                 "FROM unnest(bench_native_constant_hits(getvariable('q'))) AS hits(hit))"),
