@@ -222,6 +222,11 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
         def run(sql: str) -> Callable[[], Any]:
             return lambda: connection.execute(sql).fetchall()
 
+        def unnested_as_faiss_search(hits_list: str) -> str:
+            """A list of located hits made into rows as sql/macros/faiss_search.sql does, the bench's columns."""
+            return ("SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
+                    f"FROM unnest({hits_list}) AS hits(hit))")
+
         def search(threads: int) -> Callable[[], Any]:
             def action() -> Any:
                 faiss.omp_set_num_threads(threads)
@@ -246,11 +251,9 @@ def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
             "faiss_search_hits Python body, timed inside a statement (the cache a statement leaves)":
                 body_inside_statement,
             "10 constant located hits in a variable, unnested as faiss_search does (no UDF, no search)": run(
-                "SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
-                "FROM unnest(getvariable('bench_hits')) AS hits(hit))"),
+                unnested_as_faiss_search("getvariable('bench_hits')")),
             "native UDF returning 10 constant located hits, unnested as faiss_search does (no search)": run(
-                "SELECT rank, uri, start_line, end_line, score FROM (SELECT unnest(hit) "
-                "FROM unnest(bench_native_constant_hits(getvariable('q'))) AS hits(hit))"),
+                unnested_as_faiss_search("bench_native_constant_hits(getvariable('q'))")),
             "EXPLAIN SELECT 1": run("EXPLAIN SELECT 1"),
             "EXPLAIN faiss_search (bind, plan, and the UDF call DuckDB folds on a constant q)": run(
                 "EXPLAIN SELECT * FROM faiss_search(getvariable('q'), k := 10)"),
