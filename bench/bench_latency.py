@@ -3,7 +3,10 @@
 Per synthetic store size (``--sizes``; data and catalogs shared with bench_search.py under
 ``bench/results``), for each FAISS family (``--families``, default ``auto`` and ``hnsw``):
 
-1. single-query statements, each over another held-out query vector bound with
+1. batched QPS through SQL (``faiss_topk`` over ``--queries`` queries, DuckDB threads = 1)
+   at the cheapest setting with recall@10 >= 0.95, and the family's build seconds;
+2. at that setting (vss's single query runs at its own chosen ``hnsw_ef_search``),
+   single-query statements, each over another held-out query vector bound with
    ``SET VARIABLE q`` (untimed; vss's single query is measured the same way), forms run
    round-robin per query so load from other work falls on all alike; median (p50) and p90
    over ``--statements`` statements:
@@ -17,8 +20,6 @@ Per synthetic store size (``--sizes``; data and catalogs shared with bench_searc
    * ``index.search`` of the one vector (1 OpenMP thread, as the UDF runs it) and
      ``LoadedIndex.search``;
 
-2. batched QPS through SQL (``faiss_topk`` over ``--queries`` queries, DuckDB threads = 1)
-   at the cheapest setting with recall@10 >= 0.95, and the family's build seconds;
 3. DuckDB vss HNSW in an in-memory DuckDB (``--skip-vss`` to leave out): build seconds,
    batched LATERAL QPS and the single-query p50 at its cheapest ``hnsw_ef_search`` meeting
    the same recall;
@@ -62,6 +63,8 @@ SECTION = "## Single-query latency (bench/bench_latency.py)"
 #: Texts for the embedder rows: each statement embeds another one (no cache can answer it).
 TEXTS = ("parse a requirements file", "retry with exponential backoff", "read a config file into a dict",
          "send an http request with headers", "walk a directory tree and filter files")
+#: faiss_search timed in vss's rounds, alternating with its statements (see ``vss``).
+SAME_ROUNDS = "faiss_search with uri and lines, timed in vss's rounds"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,19 +113,30 @@ def rounds(actions: dict[str, Callable[[], Any]], before: Callable[[int], None],
     return times
 
 
-def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
-    """Every single-query form on the published ``version``, interleaved per query."""
+def tuned(connection: duckdb.DuckDBPyConnection, setting: str) -> None:
+    """Search ``connection``'s loaded index at ``setting`` (the batched row's, as vss runs at its chosen
+    hnsw_ef_search); an empty setting leaves the build's default parameters."""
+    if setting:
+        connection.execute("SELECT faiss_set_params(?)", [setting])
+
+
+def single_query_forms(dataset: Dataset, version: str, count: int, setting: str) -> dict[str, Any]:
+    """Every single-query form on the published ``version`` at ``setting``, interleaved per query."""
     adapters.publish(dataset.catalog, version)
     connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
     try:
+        tuned(connection, setting)
         queries = dataset.queries(count)
         connection.create_function("bench_native", lambda x: x + 1, ["INTEGER"], "INTEGER", type="native")
         connection.create_function("bench_native_vector", lambda v: len(v), ["FLOAT[]"], "INTEGER", type="native")
         connection.execute("CREATE OR REPLACE TEMP TABLE one AS SELECT 1 AS x")
         loaded = adapters.load_current(adapters.catalog_context(dataset.catalog, catalog_settings=True))
+        if setting:
+            loaded.set_parameters(setting, "bench")
         join = ("SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search(getvariable('q'), k := 10) AS h "
                 "JOIN chunks AS c ON c.id = h.chunk_id")
         located = join.replace("JOIN chunks AS c", "JOIN chunk_locations AS c")
+        search = "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)"
         threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
         current: dict[str, np.ndarray] = {}
 
@@ -155,8 +169,7 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
             "index.search (1 vector)": index_search,
             "LoadedIndex.search": lambda: loaded.search(current["q"], K),
             "faiss_topk(q, 10)": run("SELECT faiss_topk(getvariable('q'), 10)"),
-            "faiss_search(q, k := 10), hits with uri and lines": run(
-                "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)"),
+            "faiss_search(q, k := 10), hits with uri and lines": run(search),
             "faiss_search JOIN chunks": run(join),
             "faiss_search JOIN chunk_locations": run(located),
             "faiss_search JOIN chunk_locations, DuckDB threads = 1": one_thread,
@@ -171,15 +184,18 @@ def single_query_forms(dataset: Dataset, version: str, count: int) -> dict[str, 
         connection.close()
 
 
-def profile(dataset: Dataset, version: str, count: int) -> dict[str, Any]:
+def profile(dataset: Dataset, version: str, count: int, setting: str) -> dict[str, Any]:
     """Where one faiss_search statement's time goes: each piece timed on its own, interleaved per query."""
     import pyarrow as pa
 
     adapters.publish(dataset.catalog, version)
     connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
     try:
+        tuned(connection, setting)
         context = adapters.catalog_context(dataset.catalog, catalog_settings=True)
         loaded = adapters.load_current(context)
+        if setting:
+            loaded.set_parameters(setting, "bench")
         queries = dataset.queries(count)
         constant = adapters.faiss_topk(context, pa.array([queries[0].tolist()], pa.list_(pa.float32())),
                                        pa.array([K], pa.int32()))
@@ -325,17 +341,15 @@ def batched(dataset: Dataset, version: str, family: str, nq: int, runs: int) -> 
         connection.close()
 
 
-#: faiss_search timed in vss's rounds, alternating with its statements (see ``vss``).
-SAME_ROUNDS = "faiss_search with uri and lines, timed in vss's rounds"
-
-
-def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = None) -> dict[str, Any]:
+def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = None,
+        setting: str = "") -> dict[str, Any]:
     """DuckDB vss HNSW (vss defaults, metric 'ip'): build, batched LATERAL QPS and single-query p50
     at the cheapest hnsw_ef_search meeting the target (as bench_search.py measures it).
 
-    With ``version``, the same rounds also time ``faiss_search`` on that published index, the
-    statements alternating with vss's: a ratio taken at one moment, where the single-query forms
-    and vss's phase run minutes apart on a machine whose speed drifts."""
+    With ``version``, the same rounds also time ``faiss_search`` on that published index (at
+    ``setting``, the batched row's), the statements alternating with vss's: a ratio taken at one
+    moment, where the single-query forms and vss's phase run minutes apart on a machine whose
+    speed drifts."""
     connection = duckdb.connect(config={"allow_unsigned_extensions": "true"})
     ours = None
     try:
@@ -382,6 +396,7 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = 
         if version is not None:
             adapters.publish(dataset.catalog, version)
             ours = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
+            tuned(ours, setting)
             actions[SAME_ROUNDS] = lambda: ours.execute(
                 "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)").fetchall()
         latencies = rounds(actions, before, count)
@@ -440,19 +455,23 @@ def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     dataset.truth(args.queries)
     for family in args.families:
         entry = builds[family]
-        log(f"{dataset.name}: {family} ({entry['manifest']['factory']}): single-query forms")
-        forms = single_query_forms(dataset, entry["version"], args.statements)
-        if family == args.families[0]:
-            results["profile"] = {"family": entry["manifest"]["family"],
-                                  "pieces": profile(dataset, entry["version"], args.statements)}
+        # Batched first: its setting (the cheapest reaching the recall target, as vss's
+        # hnsw_ef_search is chosen) is the one the single-query statements then run at.
         log(f"{dataset.name}: {family}: batched QPS at recall@{K} >= {RECALL_TARGET}")
+        batch = batched(dataset, entry["version"], family, args.queries, args.runs)
+        log(f"{dataset.name}: {family} ({entry['manifest']['factory']}): single-query forms at "
+            f"{batch['setting'] or 'the default parameters'}")
+        forms = single_query_forms(dataset, entry["version"], args.statements, batch["setting"])
+        if family == args.families[0]:
+            results["profile"] = {"family": entry["manifest"]["family"], "setting": batch["setting"],
+                                  "pieces": profile(dataset, entry["version"], args.statements, batch["setting"])}
         results["families"][family] = {"build_wall_s": entry["wall_s"], "cached_build": entry["cached"],
-                                       "single": forms,
-                                       "batched": batched(dataset, entry["version"], family, args.queries, args.runs)}
+                                       "single": forms, "batched": batch}
         save(f"latency_{dataset.name}", results, args.results_dir)
     if not args.skip_vss:
-        results["vss"] = vss(dataset, args.queries, args.statements, args.runs,
-                             builds[args.families[0]]["version"])
+        first = args.families[0]
+        results["vss"] = vss(dataset, args.queries, args.statements, args.runs, builds[first]["version"],
+                             results["families"][first]["batched"]["setting"])
     if not args.skip_embed:
         adapters.publish(dataset.catalog, builds[args.families[0]]["version"])
         log(f"{dataset.name}: embedder rows")
@@ -472,8 +491,10 @@ def profile_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
     family = args.families[0]
     version = ensure_builds(dataset, [family], False)[family]["version"]
     manifest = json.loads((dataset.catalog / "index" / "versions" / version / adapters.MANIFEST_FILE).read_text())
-    log(f"{dataset.name}: profile of one statement on {family} ({manifest['factory']})")
-    results["profile"] = {"family": manifest["family"], "pieces": profile(dataset, version, args.statements),
+    setting = results["families"][family]["batched"]["setting"]
+    log(f"{dataset.name}: profile of one statement on {family} ({manifest['factory']}) at {setting or 'defaults'}")
+    results["profile"] = {"family": manifest["family"], "setting": setting,
+                          "pieces": profile(dataset, version, args.statements, setting),
                           "load_average": round(os.getloadavg()[0], 2)}
     save(f"latency_{dataset.name}", results, args.results_dir)
     return results
@@ -494,7 +515,9 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
             pieces = results["profile"]["pieces"]
             rows = [[name, f"{summary['median_ms']:.3f}", f"{summary['p90_ms']:.3f}"]
                     for name, summary in pieces.items()]
-            lines += [f"Where one statement's time goes ({results['profile']['family']} index; each piece timed "
+            setting = results["profile"].get("setting")
+            at = f" at `{setting}`" if setting else ""
+            lines += [f"Where one statement's time goes ({results['profile']['family']} index{at}; each piece timed "
                       "on its own, interleaved per query):", "", table(["piece", "p50 ms", "p90 ms"], rows, "lrr"), ""]
         for family, entry in results["families"].items():
             single, batch = entry["single"], entry["batched"]
@@ -520,7 +543,9 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
                                  f"{ours['median_ms']:.3f}", f"{ours['p90_ms']:.3f}", "",
                                  f"{ours['median_ms'] / vss_row['single']['median_ms']:.2f}"])
             label = family if family == batch["family"] else f"{family} -> {batch['family']}"
-            lines += [f"FAISS {label} `{batch['factory']}`, single-query statements (ms):", "",
+            at = (f" at `{batch['setting']}` (the batched row's setting, the cheapest reaching recall@{K} >= "
+                  f"{RECALL_TARGET}, as vss's hnsw_ef_search is chosen)") if batch["setting"] else ""
+            lines += [f"FAISS {label} `{batch['factory']}`, single-query statements{at} (ms):", "",
                       table(["statement", "p50 ms", "p90 ms", "x native UDF (FLOAT[384])", "x vss single"], rows,
                             "lrrrr"), ""]
             rows = [[f"FAISS {label}", batch["setting"] or "exact", f"{batch['recall']:.4f}", f"{batch['qps']:,.0f}",
