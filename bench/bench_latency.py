@@ -63,6 +63,8 @@ SECTION = "## Single-query latency (bench/bench_latency.py)"
 #: Texts for the embedder rows: each statement embeds another one (no cache can answer it).
 TEXTS = ("parse a requirements file", "retry with exponential backoff", "read a config file into a dict",
          "send an http request with headers", "walk a directory tree and filter files")
+#: The one-query faiss_search statement every phase times: the hits with their uri and lines.
+SEARCH = "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)"
 #: faiss_search timed in vss's rounds, alternating with its statements (see ``vss``).
 SAME_ROUNDS = "faiss_search with uri and lines, timed in vss's rounds"
 
@@ -113,11 +115,14 @@ def rounds(actions: dict[str, Callable[[], Any]], before: Callable[[int], None],
     return times
 
 
-def tuned(connection: duckdb.DuckDBPyConnection, setting: str) -> None:
-    """Search ``connection``'s loaded index at ``setting`` (the batched row's, as vss runs at its chosen
-    hnsw_ef_search); an empty setting leaves the build's default parameters."""
+def tuned(setting: str, connection: duckdb.DuckDBPyConnection, loaded: adapters.LoadedIndex | None = None) -> None:
+    """Search ``connection``'s loaded index, and ``loaded`` (a LoadedIndex the bench holds), at ``setting``
+    (the batched row's, as vss runs at its chosen hnsw_ef_search); an empty setting leaves the build's
+    default parameters."""
     if setting:
         connection.execute("SELECT faiss_set_params(?)", [setting])
+        if loaded is not None:
+            loaded.set_parameters(setting, "bench")
 
 
 def single_query_forms(dataset: Dataset, version: str, count: int, setting: str) -> dict[str, Any]:
@@ -125,18 +130,15 @@ def single_query_forms(dataset: Dataset, version: str, count: int, setting: str)
     adapters.publish(dataset.catalog, version)
     connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
     try:
-        tuned(connection, setting)
         queries = dataset.queries(count)
         connection.create_function("bench_native", lambda x: x + 1, ["INTEGER"], "INTEGER", type="native")
         connection.create_function("bench_native_vector", lambda v: len(v), ["FLOAT[]"], "INTEGER", type="native")
         connection.execute("CREATE OR REPLACE TEMP TABLE one AS SELECT 1 AS x")
         loaded = adapters.load_current(adapters.catalog_context(dataset.catalog, catalog_settings=True))
-        if setting:
-            loaded.set_parameters(setting, "bench")
+        tuned(setting, connection, loaded)
         join = ("SELECT c.uri, c.start_line, h.rank, h.score FROM faiss_search(getvariable('q'), k := 10) AS h "
                 "JOIN chunks AS c ON c.id = h.chunk_id")
         located = join.replace("JOIN chunks AS c", "JOIN chunk_locations AS c")
-        search = "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)"
         threads = connection.execute("SELECT current_setting('threads')").fetchone()[0]
         current: dict[str, np.ndarray] = {}
 
@@ -169,7 +171,7 @@ def single_query_forms(dataset: Dataset, version: str, count: int, setting: str)
             "index.search (1 vector)": index_search,
             "LoadedIndex.search": lambda: loaded.search(current["q"], K),
             "faiss_topk(q, 10)": run("SELECT faiss_topk(getvariable('q'), 10)"),
-            "faiss_search(q, k := 10), hits with uri and lines": run(search),
+            "faiss_search(q, k := 10), hits with uri and lines": run(SEARCH),
             "faiss_search JOIN chunks": run(join),
             "faiss_search JOIN chunk_locations": run(located),
             "faiss_search JOIN chunk_locations, DuckDB threads = 1": one_thread,
@@ -191,11 +193,9 @@ def profile(dataset: Dataset, version: str, count: int, setting: str) -> dict[st
     adapters.publish(dataset.catalog, version)
     connection = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
     try:
-        tuned(connection, setting)
         context = adapters.catalog_context(dataset.catalog, catalog_settings=True)
         loaded = adapters.load_current(context)
-        if setting:
-            loaded.set_parameters(setting, "bench")
+        tuned(setting, connection, loaded)
         queries = dataset.queries(count)
         constant = adapters.faiss_topk(context, pa.array([queries[0].tolist()], pa.list_(pa.float32())),
                                        pa.array([K], pa.int32()))
@@ -401,9 +401,8 @@ def vss(dataset: Dataset, nq: int, count: int, runs: int, version: str | None = 
         if version is not None:
             adapters.publish(dataset.catalog, version)
             ours = adapters.connect(dataset.catalog, settings={"embed_model": "minilm"})
-            tuned(ours, setting)
-            actions[SAME_ROUNDS] = lambda: ours.execute(
-                "SELECT rank, uri, start_line, end_line, score FROM faiss_search(getvariable('q'), k := 10)").fetchall()
+            tuned(setting, ours)
+            actions[SAME_ROUNDS] = lambda: ours.execute(SEARCH).fetchall()
         latencies = rounds(actions, before, count)
         return {"build_s": build_s, "setting": f"hnsw_ef_search={ef}", "recall": recall, "qps": nq / median(times),
                 **{name: latency_summary(values) for name, values in latencies.items()}}
@@ -537,7 +536,6 @@ def render(all_results: list[dict[str, Any]], command: str) -> str:
             # (ids with uri and lines, from the same table): the like-for-like one.
             vss_ids = vss_row["single"]["median_ms"] if vss_row else None
             vss_located = vss_row["located"]["median_ms"] if vss_row and "located" in vss_row else None
-
             peers = (native, vss_ids, vss_located)
             rows = [latency_row(name, summary, peers) for name, summary in single.items()]
             if vss_row:
