@@ -4,6 +4,7 @@
      family            'auto' (default) | 'flat' | 'ivf_flat' | 'ivf_sq' | 'ivf_pq' | 'hnsw' | 'ivf_pq_refine'
      metric            'ip' (default; the store's vectors are unit length) | 'cos' | 'l2'
      nlist, nprobe, pq_m, pq_nbits, opq, train_sample, seed      IVF and PQ families
+     kmeans_iterations                                          IVF families (default 5)
      hnsw_m, ef_construction, ef_search                         hnsw
      refine_k_factor                                            ivf_pq_refine
      sq_type           'fp16' (default) | '8': codes of ivf_sq
@@ -27,6 +28,7 @@ FROM faiss_build(
     ef_construction := getvariable('ef_construction'),
     metric := getvariable('metric'),
     train_sample := getvariable('train_sample'),
+    kmeans_iterations := getvariable('kmeans_iterations'),
     nprobe := getvariable('nprobe'),
     ef_search := getvariable('ef_search'),
     refine_k_factor := getvariable('refine_k_factor'),

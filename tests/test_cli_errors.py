@@ -96,7 +96,8 @@ def test_settings_json_must_hold_an_object(tmp_path: Path) -> None:
 def test_every_build_knob_reaches_the_build(indexed_catalog: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each BuildOptions field given as an option arrives at build_index, build_threads included."""
     given = {"nlist": 8, "pq_m": 8, "pq_nbits": 4, "opq": True, "hnsw_m": 16, "ef_construction": 40,
-             "metric": "l2", "train_sample": 300, "nprobe": 2, "ef_search": 32, "refine_k_factor": 2.0,
+             "metric": "l2", "train_sample": 300, "kmeans_iterations": 3, "nprobe": 2, "ef_search": 32,
+             "refine_k_factor": 2.0,
              "sq_type": "8", "seed": 7, "memory_budget_bytes": 10**9, "use_gpu": True, "build_threads": 1,
              "incremental": False, "max_drift": 0.5}
     # A new build knob must be added here too: the test then proves it is settable.

@@ -102,6 +102,7 @@ def test_flat_coarse_quantizer_keeps_the_lists_for_the_gpu_cloner() -> None:
         ("ivf_flat", {"nlist": "many"}, "option nlist must be an integer, got 'many'"),
         ("ivf_pq", {"opq": "maybe"}, "option opq must be a boolean, got 'maybe'"),
         ("ivf_sq", {"sq_type": "4bit"}, "sq_type must be one of 'fp16', '8', got '4bit'"),
+        ("ivf_sq", {"kmeans_iterations": 0}, "kmeans_iterations must be at least 1, got 0"),
     ],
 )
 def test_bad_build_options_are_refused(family: str, params: dict, message: str) -> None:
@@ -129,6 +130,27 @@ def test_build_writes_a_complete_version_and_publishes_it(synthetic_catalog: Pat
     assert manifest["search_parameters"] == "nprobe=4"
     assert set(manifest["libraries"]) == {"faiss", "numpy", "duckdb"}
     assert manifest["family_reason"] == "requested explicitly (family='ivf_flat')"
+
+
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_kmeans_iterations_train_the_coarse_quantizer(synthetic_catalog: Path, iterations: int) -> None:
+    """The built quantizer's centroids are FAISS k-means run for that many iterations on the
+    build's seeded sample (the oracle: faiss.Kmeans, one thread, like the build's)."""
+    manifest = build_index(synthetic_catalog, "ivf_flat", nlist=16, train_sample=1500, kmeans_iterations=iterations,
+                           build_threads=1, incremental=False)
+    assert manifest["build_parameters"]["kmeans_iterations"] == iterations
+    index = faiss.read_index(str(synthetic_catalog / "index" / "versions" / manifest["version"] / "index.faiss"))
+    centroids = faiss.extract_index_ivf(index).quantizer.reconstruct_n(0, 16)
+    store = pq.read_table(synthetic_catalog / "store" / "CURRENT" / "chunks.parquet", columns=["id", "embedding"])
+    vectors = np.stack(store.column("embedding").to_numpy(zero_copy_only=False))[
+        np.argsort(store.column("id").to_numpy(), kind="stable")].astype(np.float32)
+    sample = vectors[np.sort(np.random.default_rng(manifest["build_parameters"]["seed"]).choice(
+        len(vectors), 1500, replace=False))]
+    faiss.omp_set_num_threads(1)
+    # IndexIVF's own clustering: spherical for inner product, FAISS's default k-means seed.
+    oracle = faiss.Kmeans(384, 16, niter=iterations, spherical=True, seed=faiss.ClusteringParameters().seed)
+    oracle.train(sample)
+    np.testing.assert_allclose(centroids, oracle.centroids, atol=1e-5)
 
 
 def test_auto_build_records_why_it_chose_the_family(synthetic_catalog: Path) -> None:

@@ -371,6 +371,26 @@ def test_drift_over_the_threshold_rebuilds_and_says_why(synthetic_catalog: Path,
     audit_version(synthetic_catalog, faiss_build.read_store(synthetic_catalog))
 
 
+def test_an_update_keeps_the_training_of_the_quantizers_it_keeps(synthetic_catalog: Path,
+                                                                  synthetic_table: pa.Table, tmp_path: Path) -> None:
+    """kmeans_iterations says how the quantizers were trained: an update keeps them, so it keeps the
+    parent's value (and a parent built before the option, which records none, stays updatable)."""
+    first = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=16, kmeans_iterations=2)
+    changed_store(synthetic_catalog, synthetic_table, tmp_path)
+    second = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=16, kmeans_iterations=7)
+    assert second["incremental"] is True and second["parent"] == first["version"]
+    assert second["build_parameters"]["kmeans_iterations"] == 2
+    manifest_path = synthetic_catalog / "index" / "versions" / second["version"] / "manifest.json"
+    older = json.loads(manifest_path.read_text())
+    del older["build_parameters"]["kmeans_iterations"]
+    manifest_path.write_text(json.dumps(older))
+    changed_store(synthetic_catalog, synthetic_table, tmp_path, removed=2 * CHANGED_ROWS)
+    third = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=16)
+    assert third["incremental"] is True and "kmeans_iterations" not in third["build_parameters"]
+    full = faiss_build.build_index(synthetic_catalog, "ivf_flat", nlist=16, incremental=False)
+    assert full["build_parameters"]["kmeans_iterations"] == 5  # the setting's default
+
+
 def test_families_and_changes_that_cannot_update_rebuild(synthetic_catalog: Path, synthetic_table: pa.Table,
                                                          tmp_path: Path) -> None:
     faiss_build.build_index(synthetic_catalog, "hnsw", hnsw_m=8, ef_construction=20)

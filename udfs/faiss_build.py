@@ -112,6 +112,7 @@ class BuildOptions:
     ef_construction: int = _default("ef_construction")
     metric: str = _default("metric")
     train_sample: int | None = _default("train_sample")
+    kmeans_iterations: int = _default("kmeans_iterations")
     nprobe: int = _default("nprobe")
     ef_search: int = _default("ef_search")
     refine_k_factor: float = _default("refine_k_factor")
@@ -308,7 +309,8 @@ def plan_index(
     else:
         nlist = options.nlist
     nprobe = min(options.nprobe, nlist)
-    parameters.update(nlist=nlist, nprobe=nprobe, train_size=train_size, seed=options.seed)
+    parameters.update(nlist=nlist, nprobe=nprobe, train_size=train_size, kmeans_iterations=options.kmeans_iterations,
+                      seed=options.seed)
     # The factory string names the coarse quantizer (not a build parameter: an update compares
     # factories, so a CURRENT index built before the HNSW quantizer is rebuilt in full once).
     hnsw_quantizer = nlist >= HNSW_QUANTIZER_MIN_NLIST and not options.use_gpu
@@ -504,6 +506,8 @@ def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.
     index = faiss.IndexIDMap2(faiss.index_factory(vectors.shape[1], plan.factory, _faiss_metric(plan.metric)))
     if plan.family == "hnsw":
         faiss.downcast_index(index.index).hnsw.efConstruction = plan.build_parameters["ef_construction"]
+    if "kmeans_iterations" in plan.build_parameters:
+        faiss.extract_index_ivf(index.index).cp.niter = plan.build_parameters["kmeans_iterations"]
     if not index.is_trained:
         sample = np.random.default_rng(plan.build_parameters["seed"]).choice(
             len(vectors), plan.train_size, replace=False
@@ -530,9 +534,12 @@ def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.
 #: from its graph; Flat trains nothing, and its full build (one copy of the vectors) took 0.24 s
 #: where an update (diff, read the parent, refill) took 0.40 s on 25k vectors (BENCHMARKS.md).
 INCREMENTAL_FAMILIES = ("ivf_flat", "ivf_sq", "ivf_pq", "ivf_pq_refine")
-#: build_parameters an update may change: derived from the store's size (train_size), or
-#: search-time defaults written into the updated index.  Any other change means a rebuild.
-UPDATABLE_PARAMETERS = frozenset({"train_size", "nprobe", "ef_search", "refine_k_factor"})
+#: build_parameters an update may change: how the kept quantizers were trained (train_size, derived
+#: from the store's size, and kmeans_iterations), or search-time defaults written into the updated
+#: index.  Any other change means a rebuild.
+UPDATABLE_PARAMETERS = frozenset({"train_size", "kmeans_iterations", "nprobe", "ef_search", "refine_k_factor"})
+#: Of those, the ones that describe the training an update keeps: the parent's values stand.
+TRAINING_PARAMETERS = frozenset({"train_size", "kmeans_iterations"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -680,8 +687,8 @@ def plan_update(
         f"update of {parent}: {drift['added']} ids added, {drift['removed']} removed; drift {fraction:.4f} "
         f"<= max_drift {options.max_drift:g}, the quantizers of {since['version']} are kept"
     )
-    # The parent's parameters (train_size is what trained the kept quantizers), today's search defaults.
-    searched = {name: kept.build_parameters[name] for name in UPDATABLE_PARAMETERS - {"train_size"}
+    # The parent's parameters (its training made the kept quantizers), today's search defaults.
+    searched = {name: kept.build_parameters[name] for name in UPDATABLE_PARAMETERS - TRAINING_PARAMETERS
                 if name in kept.build_parameters}
     plan = dataclasses.replace(kept, family_reason=full_plan.family_reason,
                                build_parameters={**parameters, **searched},

@@ -4,17 +4,18 @@
    JSON text.
      family   'auto' (default: chosen by store size and memory budget) or one of 'flat', 'ivf_flat',
               'ivf_sq', 'ivf_pq', 'hnsw', 'ivf_pq_refine'
-     options  nlist, pq_m, pq_nbits, opq, hnsw_m, ef_construction, metric, train_sample, nprobe,
-              ef_search, refine_k_factor, sq_type, seed, memory_budget_bytes, use_gpu,
-              build_threads, incremental, max_drift: all default NULL, which falls back to the
-              faiss_* settings, then to
-              the settings' defaults (udfs/settings.py); the UDF checks their values
+     options  nlist, pq_m, pq_nbits, opq, hnsw_m, ef_construction, metric, train_sample,
+              kmeans_iterations, nprobe, ef_search, refine_k_factor, sq_type, seed,
+              memory_budget_bytes, use_gpu, build_threads, incremental, max_drift: all default
+              NULL, which falls back to the faiss_* settings, then to the settings' defaults
+              (udfs/settings.py); the UDF checks their values
      publish  whether the new version becomes index/CURRENT (default true)
        SELECT * FROM faiss_build(family := 'ivf_flat', nlist := 64, nprobe := 8); */
 
 CREATE OR REPLACE TEMP MACRO faiss_build(
     family := 'auto', nlist := NULL, pq_m := NULL, pq_nbits := NULL, opq := NULL, hnsw_m := NULL,
-    ef_construction := NULL, metric := NULL, train_sample := NULL, nprobe := NULL, ef_search := NULL,
+    ef_construction := NULL, metric := NULL, train_sample := NULL, kmeans_iterations := NULL, nprobe := NULL,
+    ef_search := NULL,
     refine_k_factor := NULL, sq_type := NULL, seed := NULL, memory_budget_bytes := NULL, use_gpu := NULL,
     build_threads := NULL, incremental := NULL, max_drift := NULL, publish := true
 ) AS TABLE
@@ -30,6 +31,7 @@ FROM (
         CAST(to_json({
             'nlist': nlist, 'pq_m': pq_m, 'pq_nbits': pq_nbits, 'opq': opq, 'hnsw_m': hnsw_m,
             'ef_construction': ef_construction, 'metric': metric, 'train_sample': train_sample,
+            'kmeans_iterations': kmeans_iterations,
             'nprobe': nprobe, 'ef_search': ef_search, 'refine_k_factor': refine_k_factor,
             'sq_type': sq_type, 'seed': seed, 'memory_budget_bytes': memory_budget_bytes, 'use_gpu': use_gpu,
             'build_threads': build_threads, 'incremental': incremental, 'max_drift': max_drift,
