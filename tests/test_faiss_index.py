@@ -134,10 +134,10 @@ def test_build_writes_a_complete_version_and_publishes_it(synthetic_catalog: Pat
 
 @pytest.mark.parametrize("iterations", [1, 2])
 def test_kmeans_iterations_train_the_coarse_quantizer(synthetic_catalog: Path, iterations: int) -> None:
-    """The built quantizer's centroids are FAISS k-means run for that many iterations on the
-    build's seeded sample (the oracle: faiss.Kmeans, one thread, like the build's)."""
+    """The built quantizer's centroids are FAISS k-means run for that many iterations, seeded by
+    the seed option, on the build's seeded sample (the oracle: faiss.Kmeans, one thread, like the build's)."""
     manifest = build_index(synthetic_catalog, "ivf_flat", nlist=16, train_sample=1500, kmeans_iterations=iterations,
-                           build_threads=1, incremental=False)
+                           seed=iterations + 10, build_threads=1, incremental=False)
     assert manifest["build_parameters"]["kmeans_iterations"] == iterations
     index = faiss.read_index(str(synthetic_catalog / "index" / "versions" / manifest["version"] / "index.faiss"))
     centroids = faiss.extract_index_ivf(index).quantizer.reconstruct_n(0, 16)
@@ -147,8 +147,8 @@ def test_kmeans_iterations_train_the_coarse_quantizer(synthetic_catalog: Path, i
     sample = vectors[np.sort(np.random.default_rng(manifest["build_parameters"]["seed"]).choice(
         len(vectors), 1500, replace=False))]
     faiss.omp_set_num_threads(1)
-    # IndexIVF's own clustering: spherical for inner product, FAISS's default k-means seed.
-    oracle = faiss.Kmeans(384, 16, niter=iterations, spherical=True, seed=faiss.ClusteringParameters().seed)
+    # IndexIVF's own clustering: spherical for inner product.
+    oracle = faiss.Kmeans(384, 16, niter=iterations, spherical=True, seed=iterations + 10)
     oracle.train(sample)
     np.testing.assert_allclose(centroids, oracle.centroids, atol=1e-5)
 

@@ -507,7 +507,9 @@ def train_and_add(plan: IndexPlan, store: StoreSnapshot, threads: int) -> faiss.
     if plan.family == "hnsw":
         faiss.downcast_index(index.index).hnsw.efConstruction = plan.build_parameters["ef_construction"]
     if "kmeans_iterations" in plan.build_parameters:
-        faiss.extract_index_ivf(index.index).cp.niter = plan.build_parameters["kmeans_iterations"]
+        clustering = faiss.extract_index_ivf(index.index).cp
+        clustering.niter = plan.build_parameters["kmeans_iterations"]
+        clustering.seed = plan.build_parameters["seed"]  # the seed option seeds k-means too (FAISS's own: 1234)
     if not index.is_trained:
         sample = np.random.default_rng(plan.build_parameters["seed"]).choice(
             len(vectors), plan.train_size, replace=False
