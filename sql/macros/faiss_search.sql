@@ -4,8 +4,8 @@
    published FAISS index, best first, over faiss_search_hits (udfs/faiss_search.py).  score is a
    similarity, higher is better (for an 'l2' index, the negated squared distance).  uri, bytes
    and lines say where the chunk is in the current store, the values of the chunks view and of
-   chunk_locations, so a search needs no join for them (at 200k chunks 1.1-1.4 ms a statement, where
-   the same search joined to chunk_locations took 1.9-2.4 ms and to chunks 4.0-4.7: BENCHMARKS.md); they
+   chunk_locations, so a search needs no join for them (at 200k chunks 0.9-1.4 ms a statement, where
+   the same search joined to chunk_locations took 1.5-2.4 ms and to chunks 3.6-4.7: BENCHMARKS.md); they
    are NULL for a hit the store no longer holds (an index older than the store: see
    v_faiss_orphan_ids), as a LEFT JOIN to chunks would give.  Join chunks for content, language,
    kind or symbols.
