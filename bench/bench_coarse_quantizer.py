@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import adapters  # noqa: E402
 from bench.common import CORES, DIM, RECALL_TARGET, K, log  # noqa: E402
 from bench.datasets import synthetic_dataset  # noqa: E402
-from bench.render import table, write_section  # noqa: E402
+from bench.render import show, table  # noqa: E402
 from codeintel.synthetic import SYNTHETIC_SEED  # noqa: E402
 
 QUERIES = 2000
@@ -119,11 +119,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200_000, 1_000_000])
     parser.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
     args = parser.parse_args()
-    rows = [row for n in args.sizes for row in run(n)]
-    text = render(rows)
-    print(text)
-    if args.write:
-        write_section(text, TITLE)
+    show(render([row for n in args.sizes for row in run(n)]), TITLE, args.write)
 
 
 if __name__ == "__main__":

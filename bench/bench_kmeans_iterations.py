@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench import adapters  # noqa: E402
 from bench.common import CORES, K, log  # noqa: E402
 from bench.datasets import stdlib_code_pieces, synthetic_dataset  # noqa: E402
-from bench.render import table, write_section  # noqa: E402
+from bench.render import show, table  # noqa: E402
 from codeintel.synthetic import SYNTHETIC_SEED  # noqa: E402
 from udfs.embedding import PACKAGED_STATIC_MODEL  # noqa: E402
 from udfs.static_embedder import StaticEmbedder  # noqa: E402
@@ -142,11 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help="write the BENCHMARKS.md section")
     args = parser.parse_args()
-    rows = [row for make in (synthetic_set, stdlib_set) for row in run(*make())]
-    text = render(rows)
-    print(text)
-    if args.write:
-        write_section(text, TITLE)
+    show(render([row for make in (synthetic_set, stdlib_set) for row in run(*make())]), TITLE, args.write)
 
 
 if __name__ == "__main__":

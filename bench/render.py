@@ -27,6 +27,13 @@ def write_section(section: str, title: str, path: Path = BENCHMARKS) -> None:
     path.write_text(text.rstrip("\n") + "\n")
 
 
+def show(section: str, title: str, write: bool) -> None:
+    """Print a section; with ``write``, also put it in BENCHMARKS.md (:func:`write_section`)."""
+    print(section)
+    if write:
+        write_section(section, title)
+
+
 def table(header: list[str], rows: list[list[str]], align: str | None = None) -> str:
     """A markdown table; ``align`` has one letter per column: l, r, c (colons) or - (none)."""
     align = align or "l" + "r" * (len(header) - 1)
