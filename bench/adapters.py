@@ -32,7 +32,8 @@ __all__ = [
     "PROJECT_DIR", "SQL_DIR", "connect", "open_catalog", "load_extensions", "current_store", "read_store_manifest",
     "read_locations", "import_chunks", "ingest", "run_script", "apply_views", "build_bm25_index", "build_index",
     "core_owning_names", "core_owner_threads", "sql_words",
-    "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "plan_index", "store_fingerprint",
+    "LoadedIndex", "BuildOptions", "FAMILIES", "MANIFEST_FILE", "IndexPlan", "plan_index", "train_and_add",
+    "StoreSnapshot", "store_fingerprint",
     "current_version", "publish", "load_current", "build_faiss_index", "faiss_topk", "exact_rerank",
     "faiss_search_hits", "HITS_TYPE", "LOCATED_HITS_TYPE", "current_locations",
     "tune", "TUNE_BATCH_QUERIES", "REFINE_K_FACTOR",
@@ -70,7 +71,11 @@ build_index = bootstrap.build_index
 LoadedIndex = faiss_loaded.LoadedIndex
 BuildOptions = faiss_build.BuildOptions
 FAMILIES: tuple[str, ...] = tuple(faiss_build.FAMILIES)
+IndexPlan = faiss_build.IndexPlan
 plan_index = faiss_build.plan_index
+#: A build's training and adding, as ``faiss_build`` runs them (a plan, a store snapshot, threads).
+train_and_add = faiss_build.train_and_add
+StoreSnapshot = faiss_build.StoreSnapshot
 #: The library build, without the CLI's option checks: returns the manifest.
 build_faiss_index = faiss_build.build_index
 MANIFEST_FILE: str = faiss_versions.MANIFEST_FILE

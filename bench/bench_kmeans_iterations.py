@@ -11,10 +11,12 @@ measures what they cost in recall before that default is changed, on two sets:
   ``PIECE_CHARS`` characters, embedded by the packaged static-code model (real code embeddings,
   what an ingest with the default embedder stores); 1,000 pieces held out as queries.
 
-Each set gets ``plan_index("ivf_sq", n, d)``'s factory, trained at each iteration count on the
-same sample; recall@10 against exact search at each nprobe of ``NPROBES``, and the training
-seconds (2 OpenMP threads, as a build on this machine runs).  Recall moves by about a point
-between training samples, as much as between iteration counts, so each set is measured with
+Each set is built as ``faiss_build`` builds ``ivf_sq`` (``plan_index`` and ``train_and_add``, the
+``kmeans_iterations`` option at each count, the same seed and so the same training sample);
+recall@10 against exact search at each nprobe of ``NPROBES``, and the seconds of training and
+adding (2 OpenMP threads, as a build on this machine runs; adding costs the same at every count).
+Recall moves by about a point between training samples, as much as between iteration counts, so
+each set is measured with
 ``SEEDS`` training samples (and, for the stdlib set, query splits), and the table gives the mean
 and the range.
 
@@ -79,21 +81,19 @@ def recall(labels: np.ndarray, truth: np.ndarray) -> float:
     return float((labels[:, :, None] == truth[:, None, :]).any(axis=2).mean())
 
 
-def measured(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, factory: str, sample: np.ndarray,
-             niter: int) -> tuple[float, list[float]]:
-    """(training seconds, recall@k per nprobe) of ``factory`` trained on ``sample`` for ``niter`` iterations."""
-    index = faiss.index_factory(base.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
-    ivf = faiss.extract_index_ivf(index)
-    ivf.cp.niter = niter
+def measured(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, plan: adapters.IndexPlan
+             ) -> tuple[float, list[float]]:
+    """(seconds of training and adding, recall@k per nprobe) of the build ``plan`` over ``base``."""
+    snapshot = adapters.StoreSnapshot("bench", "", np.arange(len(base), dtype=np.int64), base, 0)
     started = time.perf_counter()
-    index.train(sample)
-    train_s = time.perf_counter() - started
-    index.add(base)
+    index = adapters.train_and_add(plan, snapshot, CORES)
+    build_s = time.perf_counter() - started
+    ivf = faiss.extract_index_ivf(index)
     recalls = []
     for nprobe in NPROBES:
         ivf.nprobe = nprobe
-        recalls.append(recall(index.search(queries, K)[1], truth))
-    return train_s, recalls
+        recalls.append(recall(index.search(queries, K)[1], truth))  # ids are rows of base
+    return build_s, recalls
 
 
 def run(name: str, splits: dict[int, Split]) -> list[dict[str, object]]:
@@ -104,15 +104,15 @@ def run(name: str, splits: dict[int, Split]) -> list[dict[str, object]]:
         exact = faiss.IndexFlatIP(dimension)
         exact.add(base)
         truth = exact.search(queries, K)[1]
-        plan = adapters.plan_index("ivf_sq", n, dimension, adapters.BuildOptions(seed=seed))
-        sample = base[np.sort(np.random.default_rng(seed).choice(n, plan.train_size, replace=False))]
         for niter in ITERATIONS:
-            train_s, recalls = measured(base, queries, truth, plan.factory, sample, niter)
-            log(f"{name}, seed {seed}: niter={niter} trained in {train_s:.2f} s; recall@{K} "
+            plan = adapters.plan_index("ivf_sq", n, dimension,
+                                       adapters.BuildOptions(seed=seed, kmeans_iterations=niter))
+            build_s, recalls = measured(base, queries, truth, plan)
+            log(f"{name}, seed {seed}: kmeans_iterations={niter} built in {build_s:.2f} s; recall@{K} "
                 + ", ".join(f"nprobe={p} {r:.3f}" for p, r in zip(NPROBES, recalls, strict=True)))
-            runs[niter].append((train_s, recalls))
+            runs[niter].append((build_s, recalls))
     return [{"set": name, "n": n, "dimension": dimension, "factory": plan.factory, "train_size": plan.train_size,
-             "niter": niter, "train_s": [train_s for train_s, _ in measured_runs],
+             "niter": niter, "build_s": [build_s for build_s, _ in measured_runs],
              "recalls": np.array([recalls for _, recalls in measured_runs])}
             for niter, measured_runs in runs.items()]
 
@@ -122,18 +122,19 @@ def render(rows: list[dict[str, object]]) -> str:
         return f"{values.mean():.{digits}f} ({values.min():.{digits}f}-{values.max():.{digits}f})"
 
     cells = [[str(row["set"]), f"{row['n']:,} x {row['dimension']}", f"`{row['factory']}`", f"{row['train_size']:,}",
-              str(row["niter"]), spread(np.array(row["train_s"]), 2),
+              str(row["niter"]), spread(np.array(row["build_s"]), 2),
               *(spread(column, 3) for column in np.asarray(row["recalls"]).T)] for row in rows]
     return "\n".join([
         TITLE, "",
         "`.venv/bin/python bench/bench_kmeans_iterations.py --write`; "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"{CORES} cores, faiss {faiss.__version__}.  `plan_index('ivf_sq')`'s factory and training sample, "
-        f"k-means iterations (`cp.niter`) as given, recall@{K} of {QUERIES:,} held-out queries against exact "
+        f"{CORES} cores, faiss {faiss.__version__}.  `ivf_sq` built as faiss_build builds it (`plan_index`, "
+        f"`train_and_add`) at each `kmeans_iterations`; build: training and adding; recall@{K} of "
+        f"{QUERIES:,} held-out queries against exact "
         f"search, mean (range) over {len(SEEDS)} training samples (stdlib: and query splits); "
         f"stdlib pieces of about {PIECE_CHARS} characters "
         "embedded by the packaged static-code model.", "",
-        table(["set", "vectors", "factory", "training vectors", "niter", "train s",
+        table(["set", "vectors", "factory", "training vectors", "kmeans_iterations", "build s",
                *(f"nprobe={p}" for p in NPROBES)], [*cells], "lllrrr" + "r" * len(NPROBES)),
     ])
 

@@ -83,7 +83,7 @@ class Settings:
         None, "seeded training sample size; null: max(50k, 39*nlist)", minimum=1)
     # FAISS trains an IVF quantizer for 10 iterations.  Half of that left recall@10 within 0.005
     # at every nprobe, on synthetic 200k x 384 vectors and on the stdlib's code embedded by the
-    # static-code model, and halved training: the larger part of an ivf_sq build at 200k
+    # static-code model, and cut an ivf_sq build's training and adding at 200k from 6.3 to 3.9 s
     # (BENCHMARKS.md, "K-means iterations of an IVF build").
     faiss_kmeans_iterations: int = _setting(
         5, "k-means iterations training an IVF family's coarse quantizer (FAISS's default: 10)", minimum=1)

@@ -14,10 +14,10 @@
 
 CREATE OR REPLACE TEMP MACRO faiss_build(
     family := 'auto', nlist := NULL, pq_m := NULL, pq_nbits := NULL, opq := NULL, hnsw_m := NULL,
-    ef_construction := NULL, metric := NULL, train_sample := NULL, kmeans_iterations := NULL, nprobe := NULL,
-    ef_search := NULL,
-    refine_k_factor := NULL, sq_type := NULL, seed := NULL, memory_budget_bytes := NULL, use_gpu := NULL,
-    build_threads := NULL, incremental := NULL, max_drift := NULL, publish := true
+    ef_construction := NULL, metric := NULL, train_sample := NULL, kmeans_iterations := NULL,
+    nprobe := NULL, ef_search := NULL, refine_k_factor := NULL, sq_type := NULL, seed := NULL,
+    memory_budget_bytes := NULL, use_gpu := NULL, build_threads := NULL, incremental := NULL,
+    max_drift := NULL, publish := true
 ) AS TABLE
 SELECT
     CAST(entry.key AS VARCHAR) AS field,
